@@ -1,0 +1,30 @@
+# Makefile for the enrich extension (PGXS)
+
+EXTENSION = enrich
+MODULE_big = enrich
+DATA = enrich--0.1.0.sql
+PGFILEDESC = "enrich - B2B data enrichment in SQL"
+
+OBJS = \
+	src/enrich.o \
+	src/guc.o \
+	src/normalize.o \
+	src/http.o \
+	src/provider.o \
+	src/leadlex.o \
+	src/slintel.o \
+	src/cache.o \
+	src/sync.o
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)
+SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)
+PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
+
+REGRESS = setup normalize company lead faults privileges
+REGRESS_OPTS = --dbname=enrich_regression
+
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,225 @@
+/*-------------------------------------------------------------------------
+ *
+ * cache.c
+ *	  The cache tables enrich.companies and enrich.leads.
+ *
+ * The tables hold personal data, so only the extension's owner (and roles
+ * it grants SELECT) may read them.  The functions here run their SPI
+ * statements as the owner of enrich.companies, switching the user id only
+ * around those statements; every name and operator in them is
+ * schema-qualified so the caller's search_path cannot redirect them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "enrich.h"
+
+typedef struct CacheSql
+{
+	const char *lookup;
+	const char *store;
+} CacheSql;
+
+static const CacheSql cache_sql[ENRICH_NUM_KINDS] = {
+	{
+		"SELECT result, matched, fetched_at FROM enrich.companies "
+		"WHERE domain OPERATOR(pg_catalog.=) $1",
+		"INSERT INTO enrich.companies AS c "
+		"(domain, result, matched, source, confidence, request_id, fetched_at) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7) "
+		"ON CONFLICT (domain) DO UPDATE SET result = excluded.result, "
+		"matched = excluded.matched, source = excluded.source, "
+		"confidence = excluded.confidence, request_id = excluded.request_id, "
+		"fetched_at = excluded.fetched_at"
+	},
+	{
+		"SELECT result, matched, fetched_at FROM enrich.leads "
+		"WHERE linkedin_url OPERATOR(pg_catalog.=) $1",
+		"INSERT INTO enrich.leads AS l "
+		"(linkedin_url, result, matched, source, confidence, request_id, fetched_at) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7) "
+		"ON CONFLICT (linkedin_url) DO UPDATE SET result = excluded.result, "
+		"matched = excluded.matched, source = excluded.source, "
+		"confidence = excluded.confidence, request_id = excluded.request_id, "
+		"fetched_at = excluded.fetched_at"
+	},
+};
+
+static SPIPlanPtr lookup_plan[ENRICH_NUM_KINDS];
+static SPIPlanPtr store_plan[ENRICH_NUM_KINDS];
+
+/* The role that owns the extension's tables (the owner of enrich.companies). */
+static Oid
+enrich_owner(void)
+{
+	Oid			nsp = get_namespace_oid("enrich", true);
+	Oid			rel = OidIsValid(nsp) ? get_relname_relid("companies", nsp) : InvalidOid;
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(rel))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"enrich\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION enrich.")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(rel));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", rel);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Switches to the extension owner for our own SPI statements. */
+void
+enrich_as_owner_begin(Oid *save_userid, int *save_sec)
+{
+	Oid			owner = enrich_owner();
+
+	GetUserIdAndSecContext(save_userid, save_sec);
+	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* Switches back to the caller's user id. */
+void
+enrich_as_owner_end(Oid save_userid, int save_sec)
+{
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/* Prepares and keeps a plan on first use. */
+static SPIPlanPtr
+keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		*slot = p;
+	}
+	return *slot;
+}
+
+/*
+ * Looks a normalised key up.  A fresh answer is copied into the caller's
+ * memory context; a fresh "no match" is reported as CACHE_NO_MATCH; a
+ * missing or stale row is a miss.
+ */
+EnrichCacheState
+enrich_cache_lookup(EnrichKind kind, const char *key, Jsonb **result)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	volatile EnrichCacheState state = CACHE_MISS;
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	Oid			save_userid;
+	int			save_sec;
+	int			rc;
+
+	*result = NULL;
+	args[0] = CStringGetTextDatum(key);
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute_plan(keep_plan(&lookup_plan[kind], cache_sql[kind].lookup, 1, types),
+							  args, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "cache lookup failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 1)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			bool		resnull;
+			Datum		res = SPI_getbinval(tup, desc, 1, &resnull);
+			bool		matched = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+			TimestampTz fetched = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+			int			ttl = matched ? enrich_cache_ttl : enrich_no_match_ttl;
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (fetched > now - (TimestampTz) ttl * USECS_PER_SEC)
+			{
+				if (matched && !resnull)
+				{
+					MemoryContext old = MemoryContextSwitchTo(caller);
+
+					*result = DatumGetJsonbPCopy(res);
+					MemoryContextSwitchTo(old);
+					state = CACHE_HIT;
+				}
+				else if (!matched)
+					state = CACHE_NO_MATCH;
+			}
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		enrich_as_owner_end(save_userid, save_sec);
+	}
+	PG_END_TRY();
+	return state;
+}
+
+/* Stores an answer (or a "no match") for a normalised key. */
+void
+enrich_cache_store(EnrichKind kind, const char *key, const EnrichOutcome *out)
+{
+	Oid			types[7] = {TEXTOID, JSONBOID, BOOLOID, TEXTOID, FLOAT8OID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		matched = (out->kind == OUTCOME_MATCH);
+	Oid			save_userid;
+	int			save_sec;
+	int			rc;
+
+	args[0] = CStringGetTextDatum(key);
+	args[1] = matched ? JsonbPGetDatum(out->result) : (Datum) 0;
+	nulls[1] = matched ? ' ' : 'n';
+	args[2] = BoolGetDatum(matched);
+	args[3] = out->source ? CStringGetTextDatum(out->source) : (Datum) 0;
+	nulls[3] = out->source ? ' ' : 'n';
+	args[4] = Float8GetDatum(out->confidence);
+	nulls[4] = isnan(out->confidence) ? 'n' : ' ';
+	args[5] = out->request_id ? CStringGetTextDatum(out->request_id) : (Datum) 0;
+	nulls[5] = out->request_id ? ' ' : 'n';
+	args[6] = TimestampTzGetDatum(GetCurrentTimestamp());
+
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute_plan(keep_plan(&store_plan[kind], cache_sql[kind].store, 7, types),
+							  args, nulls, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "cache store failed: %s", SPI_result_code_string(rc));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		enrich_as_owner_end(save_userid, save_sec);
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,404 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  HTTP transport over libcurl's multi interface.
+ *
+ * Each backend keeps one curl multi handle for its lifetime.  The multi
+ * handle owns the connection cache, so connections to a provider stay
+ * alive across calls (and HTTP/2 streams are multiplexed when the provider
+ * offers it).  Sockets are counted with PostgreSQL's own file-descriptor
+ * bookkeeping (AcquireExternalFD) so that many connections never starve
+ * the backend of descriptors.
+ *
+ * Callbacks never palloc and never ereport: libcurl is C code that must
+ * not be longjmp'd out of.  They only fill malloc'd buffers and plain
+ * fields, which the caller turns into Datums after the transfer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/fd.h"
+#include "utils/wait_event.h"
+
+#include "enrich.h"
+
+#if LIBCURL_VERSION_NUM < 0x074400
+#error "enrich needs libcurl 7.68.0 or later"
+#endif
+
+static CURLM *enrich_multi = NULL;
+
+/* Initialises libcurl once per process. */
+void
+enrich_http_init(void)
+{
+	static bool done = false;
+
+	if (done)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not initialise libcurl")));
+	done = true;
+}
+
+/* Returns this backend's multi handle, creating it on first use. */
+CURLM *
+enrich_http_multi(void)
+{
+	if (enrich_multi == NULL)
+	{
+		enrich_http_init();
+		enrich_multi = curl_multi_init();
+		if (enrich_multi == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory"),
+					 errdetail("Could not create a libcurl multi handle.")));
+		curl_multi_setopt(enrich_multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+	}
+	/* keep enough idle connections for a full batch */
+	curl_multi_setopt(enrich_multi, CURLMOPT_MAXCONNECTS,
+					  (long) Max(enrich_max_concurrency, 4));
+	return enrich_multi;
+}
+
+/* Opens a socket only if PostgreSQL's descriptor budget allows one more. */
+static curl_socket_t
+open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+	curl_socket_t s;
+
+	if (!AcquireExternalFD())
+	{
+		errno = EMFILE;
+		return CURL_SOCKET_BAD;
+	}
+	s = socket(addr->family, addr->socktype, addr->protocol);
+	if (s == CURL_SOCKET_BAD)
+		ReleaseExternalFD();
+	return s;
+}
+
+/* Closes a socket opened by open_socket_cb and returns its descriptor. */
+static int
+close_socket_cb(void *arg, curl_socket_t s)
+{
+	int			rc = close(s);
+
+	ReleaseExternalFD();
+	return rc;
+}
+
+/* Appends response bytes; refuses (stopping the transfer) past the limit. */
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *arg)
+{
+	EnrichTransfer *t = (EnrichTransfer *) arg;
+	size_t		n = size * nmemb;
+
+	if (t->body_len + n > t->body_limit)
+	{
+		t->too_large = true;
+		return 0;
+	}
+	if (t->body_len + n + 1 > t->body_cap)
+	{
+		size_t		cap = Max(t->body_cap * 2, 8192);
+		char	   *nb;
+
+		while (cap < t->body_len + n + 1)
+			cap *= 2;
+		nb = realloc(t->body, cap);
+		if (nb == NULL)
+			return 0;
+		t->body = nb;
+		t->body_cap = cap;
+	}
+	memcpy(t->body + t->body_len, data, n);
+	t->body_len += n;
+	t->body[t->body_len] = '\0';
+	return n;
+}
+
+/* Copies a header value, trimmed, into a fixed buffer. */
+static void
+copy_header_value(const char *v, size_t len, char *dst, size_t dstlen)
+{
+	while (len > 0 && (*v == ' ' || *v == '\t'))
+		v++, len--;
+	while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' ||
+					   v[len - 1] == ' ' || v[len - 1] == '\t'))
+		len--;
+	if (len >= dstlen)
+		len = dstlen - 1;
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+}
+
+/* Parses a non-negative decimal header value; -1 when absent or garbage. */
+static int64
+header_int(const char *v, size_t len)
+{
+	char		buf[32];
+	char	   *end;
+	long long	val;
+
+	copy_header_value(v, len, buf, sizeof(buf));
+	if (buf[0] < '0' || buf[0] > '9')
+		return -1;
+	errno = 0;
+	val = strtoll(buf, &end, 10);
+	if (errno != 0 || (*end != '\0' && *end != '.') || val < 0)
+		return -1;
+	return (int64) val;
+}
+
+/* Header names we read, matched case-insensitively. */
+static bool
+header_is(const char *line, size_t len, const char *name, const char **value,
+		  size_t *vlen)
+{
+	size_t		nlen = strlen(name);
+
+	if (len <= nlen || line[nlen] != ':' || pg_strncasecmp(line, name, nlen) != 0)
+		return false;
+	*value = line + nlen + 1;
+	*vlen = len - nlen - 1;
+	return true;
+}
+
+/* Picks out request id, rate-limit and Retry-After headers. */
+static size_t
+header_cb(char *line, size_t size, size_t nmemb, void *arg)
+{
+	EnrichTransfer *t = (EnrichTransfer *) arg;
+	size_t		len = size * nmemb;
+	const char *v;
+	size_t		vlen;
+
+	/* a new status line (after 100-continue or a retry) starts afresh */
+	if (len > 5 && strncmp(line, "HTTP/", 5) == 0)
+	{
+		t->request_id[0] = '\0';
+		t->content_type[0] = '\0';
+		t->rl_limit = t->rl_remaining = t->rl_reset = t->retry_after = -1;
+	}
+	else if (header_is(line, len, "x-request-id", &v, &vlen))
+		copy_header_value(v, vlen, t->request_id, sizeof(t->request_id));
+	else if (header_is(line, len, "content-type", &v, &vlen))
+		copy_header_value(v, vlen, t->content_type, sizeof(t->content_type));
+	else if (header_is(line, len, "x-ratelimit-limit", &v, &vlen))
+		t->rl_limit = header_int(v, vlen);
+	else if (header_is(line, len, "x-ratelimit-remaining", &v, &vlen))
+		t->rl_remaining = header_int(v, vlen);
+	else if (header_is(line, len, "x-ratelimit-reset", &v, &vlen))
+		t->rl_reset = header_int(v, vlen);
+	else if (header_is(line, len, "retry-after", &v, &vlen))
+		t->retry_after = header_int(v, vlen);
+	return len;
+}
+
+/* Adds "Name: value" to a header list; values are checked for CR/LF. */
+struct curl_slist *
+enrich_http_header(struct curl_slist *list, const char *name, const char *value)
+{
+	char	   *line;
+	struct curl_slist *nl;
+
+	if (strpbrk(value, "\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for HTTP header \"%s\"", name),
+				 errdetail("Header values must not contain line breaks.")));
+	line = psprintf("%s: %s", name, value);
+	nl = curl_slist_append(list, line);
+	/* curl copied the string; wipe ours, it may hold a key */
+	explicit_bzero(line, strlen(line));
+	pfree(line);
+	if (nl == NULL)
+	{
+		curl_slist_free_all(list);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	}
+	return nl;
+}
+
+/* Sets the options every provider request shares. */
+static void
+set_common_options(EnrichTransfer *t)
+{
+	CURL	   *e = t->easy;
+
+	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, ENRICH_USER_AGENT);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (enrich_ca_file && enrich_ca_file[0] != '\0')
+		curl_easy_setopt(e, CURLOPT_CAINFO, enrich_ca_file);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long) enrich_connect_timeout);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long) enrich_request_timeout);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->body_limit);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+}
+
+/*
+ * Starts one request on the session's multi handle.  url, headers and
+ * post_body are taken over: they are freed by enrich_http_release().
+ */
+void
+enrich_http_start(EnrichTransfer *t, const char *url,
+				  struct curl_slist *headers, const char *post_body)
+{
+	CURLM	   *multi = enrich_http_multi();
+	CURLMcode	mc;
+
+	enrich_http_release(t);
+	t->headers = headers;
+	t->url = strdup(url);
+	t->post_body = post_body ? strdup(post_body) : NULL;
+	t->body_limit = (size_t) enrich_max_response_size * 1024;
+	t->body_len = 0;
+	t->too_large = false;
+	t->status = 0;
+	t->result = CURLE_OK;
+	t->errbuf[0] = '\0';
+	t->request_id[0] = '\0';
+	t->content_type[0] = '\0';
+	t->rl_limit = t->rl_remaining = t->rl_reset = t->retry_after = -1;
+	t->elapsed = 0;
+	t->easy = curl_easy_init();
+	if (t->easy == NULL || t->url == NULL || (post_body && t->post_body == NULL))
+	{
+		enrich_http_release(t);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Could not set up an HTTP request.")));
+	}
+	set_common_options(t);
+	curl_easy_setopt(t->easy, CURLOPT_URL, t->url);
+	curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+	if (t->post_body)
+	{
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDS, t->post_body);
+		curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE, (long) strlen(t->post_body));
+	}
+	else
+		curl_easy_setopt(t->easy, CURLOPT_HTTPGET, 1L);
+
+	mc = curl_multi_add_handle(multi, t->easy);
+	if (mc != CURLM_OK)
+	{
+		enrich_http_release(t);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not start an HTTP request: %s", curl_multi_strerror(mc))));
+	}
+	t->in_multi = true;
+}
+
+/* Frees everything curl or our callbacks allocated for this transfer. */
+void
+enrich_http_release(EnrichTransfer *t)
+{
+	if (t->easy)
+	{
+		if (t->in_multi && enrich_multi)
+			curl_multi_remove_handle(enrich_multi, t->easy);
+		curl_easy_cleanup(t->easy);
+		t->easy = NULL;
+	}
+	t->in_multi = false;
+	if (t->headers)
+	{
+		/* the list may hold an API key: wipe before freeing */
+		for (struct curl_slist *h = t->headers; h; h = h->next)
+			explicit_bzero(h->data, strlen(h->data));
+		curl_slist_free_all(t->headers);
+		t->headers = NULL;
+	}
+	free(t->url);
+	t->url = NULL;
+	free(t->post_body);
+	t->post_body = NULL;
+	free(t->body);
+	t->body = NULL;
+	t->body_len = t->body_cap = 0;
+}
+
+/*
+ * Drives the multi handle and returns one finished transfer, or NULL when
+ * none has finished yet.  The finished transfer is detached from the multi
+ * handle (its connection goes back to the cache) but keeps its response.
+ */
+EnrichTransfer *
+enrich_http_next_done(void)
+{
+	CURLM	   *multi = enrich_http_multi();
+	int			running;
+	int			left;
+	CURLMsg    *msg;
+
+	curl_multi_perform(multi, &running);
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		EnrichTransfer *t = NULL;
+		curl_off_t	usec = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &t);
+		t->result = msg->data.result;
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->status);
+		curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME_T, &usec);
+		t->elapsed = usec / 1000000.0;
+		if (t->result == CURLE_FILESIZE_EXCEEDED)
+			t->too_large = true;
+		curl_multi_remove_handle(multi, t->easy);
+		t->in_multi = false;
+		return t;
+	}
+	return NULL;
+}
+
+/*
+ * Waits up to timeout_ms for socket activity.  Callers loop with
+ * CHECK_FOR_INTERRUPTS between waits, so keep the timeout short.
+ */
+void
+enrich_http_wait(long timeout_ms)
+{
+	int			numfds;
+
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	curl_multi_poll(enrich_http_multi(), NULL, 0, (int) timeout_ms, &numfds);
+	pgstat_report_wait_end();
+}

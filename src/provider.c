@@ -1,0 +1,565 @@
+/*-------------------------------------------------------------------------
+ *
+ * provider.c
+ *	  What the providers share: running requests with retries, classifying
+ *	  answers, parsing JSON safely, and reporting failures.
+ *
+ * A job is one logical request for one key.  enrich_run_jobs() runs a set
+ * of jobs, at most `concurrency` at once, retrying transient failures with
+ * exponential backoff and jitter up to enrich.max_attempts, and waiting out
+ * a 429 when the provider says how long.  Each job ends with an outcome;
+ * enrich_report_outcome() turns a failed one into the ERROR users see.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "common/hashfn.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "enrich.h"
+
+/* Backoff: 200 ms doubling, capped, with full jitter. */
+#define BACKOFF_BASE_MS 200
+#define BACKOFF_CAP_MS 30000
+/* How often the wait loop looks at interrupts. */
+#define POLL_MS 50
+
+/* Fills a buffer with a random (version 4) UUID. */
+void
+enrich_make_uuid(char *buf)
+{
+	uint8		b[16];
+
+	if (!pg_strong_random(b, sizeof(b)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random idempotency key")));
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(buf, 37,
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+			 b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/* Prepares a job for a normalised key. */
+void
+enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
+{
+	memset(job, 0, sizeof(EnrichJob));
+	job->kind = kind;
+	job->key = pstrdup(key);
+	job->xfer.kind = kind;
+	enrich_make_uuid(job->idempotency_key);
+}
+
+/* Raises 55000 when the provider's API key is not set. */
+void
+enrich_require_key(EnrichKind kind)
+{
+	const char *k = (kind == ENRICH_COMPANY) ? enrich_leadlex_api_key : enrich_slintel_api_key;
+
+	if (k == NULL || k[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no API key is set for %s", enrich_provider_name(kind)),
+				 errhint("Set %s, for example with ALTER SYSTEM, and reload.",
+						 kind == ENRICH_COMPANY ? "enrich.leadlex_api_key" : "enrich.slintel_api_key")));
+}
+
+/* Exponential backoff with full jitter for the given (1-based) attempt. */
+int64
+enrich_backoff_ms(int attempt)
+{
+	int64		cap = BACKOFF_BASE_MS;
+	uint32		r;
+
+	for (int i = 1; i < attempt && cap < BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	cap = Min(cap, BACKOFF_CAP_MS);
+	if (!pg_strong_random(&r, sizeof(r)))
+		r = (uint32) random();
+	/* between half and all of the cap, so retries never bunch at zero */
+	return cap / 2 + (int64) (r % (uint32) (cap / 2 + 1));
+}
+
+/* Counts the deepest nesting of arrays and objects, outside strings. */
+static int
+json_depth(const char *s, size_t len)
+{
+	int			depth = 0;
+	int			maxdepth = 0;
+	bool		instr = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (instr)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				instr = false;
+		}
+		else if (c == '"')
+			instr = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > maxdepth)
+				maxdepth = depth;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return maxdepth;
+}
+
+/*
+ * Turns a response body into jsonb without ever throwing for bad input:
+ * returns NULL and says why for invalid UTF-8, NUL bytes, nesting past
+ * ENRICH_MAX_JSON_DEPTH or anything PostgreSQL's JSON parser rejects
+ * (including \u0000, which jsonb cannot store).
+ */
+Jsonb *
+enrich_parse_json(const char *body, size_t len, const char **why)
+{
+	JsonLexContext *lex;
+	JsonParseErrorType perr;
+
+	if (body == NULL || len == 0)
+	{
+		*why = "the response body is empty";
+		return NULL;
+	}
+	if (memchr(body, '\0', len) != NULL)
+	{
+		*why = "the response contains a NUL byte";
+		return NULL;
+	}
+	if (!pg_verify_mbstr(PG_UTF8, body, (int) len, true))
+	{
+		*why = "the response is not valid UTF-8";
+		return NULL;
+	}
+	if (json_depth(body, len) > ENRICH_MAX_JSON_DEPTH)
+	{
+		*why = "the response nests JSON deeper than allowed";
+		return NULL;
+	}
+	lex = makeJsonLexContextCstringLen((char *) body, (int) len, PG_UTF8, true);
+	perr = pg_parse_json(lex, &nullSemAction);
+	if (perr != JSON_SUCCESS)
+	{
+		*why = (perr == JSON_UNICODE_CODE_POINT_ZERO)
+			? "the response contains \\u0000, which jsonb cannot store"
+			: "the response is not valid JSON";
+		return NULL;
+	}
+	if (GetDatabaseEncoding() != PG_UTF8)
+		body = pg_any_to_server(body, (int) len, PG_UTF8);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+}
+
+/* Returns the member `field` of a jsonb object, or NULL. */
+Jsonb *
+enrich_jsonb_get(Jsonb *jb, const char *field)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) field;
+	k.val.string.len = strlen(field);
+	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
+	if (v == NULL)
+		return NULL;
+	return JsonbValueToJsonb(v);
+}
+
+/* Returns the member `field` as text (strings unquoted), or NULL. */
+char *
+enrich_jsonb_get_text(Jsonb *jb, const char *field)
+{
+	JsonbValue	k;
+	JsonbValue *v;
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	k.type = jbvString;
+	k.val.string.val = (char *) field;
+	k.val.string.len = strlen(field);
+	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
+	if (v == NULL || v->type == jbvNull)
+		return NULL;
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	if (v->type == jbvBool)
+		return pstrdup(v->val.boolean ? "true" : "false");
+	return NULL;
+}
+
+/* Reads the provider's error code from {"error":{"code":...}} or {"code":...}. */
+static char *
+provider_error_code(EnrichTransfer *t)
+{
+	const char *why;
+	Jsonb	   *jb;
+	Jsonb	   *err;
+	char	   *code;
+
+	if (t->body == NULL || t->body_len == 0 || t->body_len > 65536)
+		return NULL;
+	jb = enrich_parse_json(t->body, t->body_len, &why);
+	if (jb == NULL)
+		return NULL;
+	err = enrich_jsonb_get(jb, "error");
+	code = err ? enrich_jsonb_get_text(err, "code") : NULL;
+	if (code == NULL)
+		code = enrich_jsonb_get_text(jb, "code");
+	if (code && strlen(code) > 64)
+		code[64] = '\0';
+	return code;
+}
+
+/* Fills the common part of a failure outcome. */
+static void
+set_failure(EnrichOutcome *out, EnrichOutcomeKind kind, int sqlstate,
+			char *message, char *hint)
+{
+	out->kind = kind;
+	out->sqlstate = sqlstate;
+	out->message = message;
+	out->hint = hint;
+}
+
+/* Classifies a transport-level failure (no HTTP status). */
+static void
+classify_curl_error(EnrichJob *job, EnrichOutcome *out)
+{
+	EnrichTransfer *t = &job->xfer;
+	const char *prov = enrich_provider_name(job->kind);
+	const char *text = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->result);
+
+	out->detail = psprintf("%s", text);
+	switch (t->result)
+	{
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_CONNECT:
+			set_failure(out, OUTCOME_CONNECT, ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+						psprintf("could not connect to %s", prov),
+						psprintf("Check %s and the network.",
+								 job->kind == ENRICH_COMPANY ? "enrich.leadlex_url" : "enrich.slintel_url"));
+			break;
+		case CURLE_OPERATION_TIMEDOUT:
+			set_failure(out, OUTCOME_TRANSIENT, ERRCODE_CONNECTION_FAILURE,
+						psprintf("request to %s timed out", prov),
+						pstrdup("enrich.connect_timeout and enrich.request_timeout set the limits."));
+			break;
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		case CURLE_SSL_INVALIDCERTSTATUS:
+		case CURLE_SSL_ENGINE_NOTFOUND:
+		case CURLE_SSL_ENGINE_SETFAILED:
+		case CURLE_SSL_CRL_BADFILE:
+			set_failure(out, OUTCOME_TLS, ERRCODE_CONNECTION_FAILURE,
+						psprintf("TLS connection to %s failed", prov),
+						pstrdup("The provider's certificate must verify against the system CAs or enrich.ca_file."));
+			break;
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+			set_failure(out, OUTCOME_REJECTED, ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+						psprintf("invalid %s URL", prov), NULL);
+			break;
+		default:
+			set_failure(out, OUTCOME_TRANSIENT, ERRCODE_CONNECTION_FAILURE,
+						psprintf("connection to %s failed", prov), NULL);
+			break;
+	}
+}
+
+/* Milliseconds a 429 asks us to wait, from Retry-After or the reset time. */
+static int64
+rate_limit_wait_ms(EnrichTransfer *t)
+{
+	if (t->retry_after >= 0)
+		return t->retry_after * 1000;
+	if (t->rl_reset >= 0)
+	{
+		int64		now = (int64) time(NULL);
+
+		/* small values are a delay in seconds, large ones a Unix time */
+		if (t->rl_reset < 1000000000)
+			return t->rl_reset * 1000;
+		return Max(t->rl_reset - now, 0) * 1000 + 500;
+	}
+	return -1;
+}
+
+/*
+ * Classifies the finished try of a job into an outcome: parses a 200 with
+ * the provider's parser, maps every other status to its documented kind.
+ */
+void
+enrich_classify(EnrichJob *job, EnrichOutcome *out)
+{
+	EnrichTransfer *t = &job->xfer;
+	const char *prov = enrich_provider_name(job->kind);
+	long		st = t->status;
+
+	memset(out, 0, sizeof(EnrichOutcome));
+	out->confidence = NAN;
+	out->credits_remaining = -1;
+	out->retry_after_ms = -1;
+	out->http_status = st;
+	out->request_id = t->request_id[0] ? pstrdup(t->request_id) : NULL;
+
+	if (t->too_large)
+	{
+		set_failure(out, OUTCOME_BAD_RESPONSE, ERRCODE_ENRICH_TOO_LARGE,
+					psprintf("%s response is larger than enrich.max_response_size", prov),
+					pstrdup("A superuser can raise enrich.max_response_size."));
+		out->detail = psprintf("The limit is %d kB.", enrich_max_response_size);
+		return;
+	}
+	if (t->result != CURLE_OK)
+	{
+		classify_curl_error(job, out);
+		return;
+	}
+	if (st == 200)
+	{
+		if (job->kind == ENRICH_COMPANY)
+			enrich_leadlex_parse(job, out);
+		else
+			enrich_slintel_parse(job, out);
+		return;
+	}
+
+	out->provider_code = provider_error_code(t);
+	if ((st == 409 && job->kind == ENRICH_COMPANY) ||
+		(st == 404 && job->kind == ENRICH_LEAD))
+	{
+		out->kind = OUTCOME_NO_MATCH;
+		return;
+	}
+	if (st == 401 || st == 403)
+		set_failure(out, OUTCOME_AUTH, ERRCODE_ENRICH_AUTH,
+					psprintf("%s refused the API key", prov),
+					psprintf("Check %s.", job->kind == ENRICH_COMPANY ?
+							 "enrich.leadlex_api_key and its write:enrich permission" :
+							 "enrich.slintel_api_key"));
+	else if (st == 402)
+		set_failure(out, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+					psprintf("%s has no credits left", prov),
+					pstrdup("Top up the provider account."));
+	else if (st == 429)
+	{
+		set_failure(out, OUTCOME_RATE_LIMITED, ERRCODE_ENRICH_RATE_LIMITED,
+					psprintf("%s rate limit exceeded", prov),
+					pstrdup("Queue the work with enrich.enqueue_company or enrich.enqueue_lead, or try again later."));
+		out->retry_after_ms = rate_limit_wait_ms(t);
+	}
+	else if (st >= 500)
+		set_failure(out, OUTCOME_TRANSIENT, ERRCODE_ENRICH_UNAVAILABLE,
+					psprintf("%s is unavailable", prov), NULL);
+	else
+		set_failure(out, OUTCOME_REJECTED, ERRCODE_ENRICH_REJECTED,
+					psprintf("%s refused the request", prov), NULL);
+}
+
+/* Whether a failed try is worth another one. */
+bool
+enrich_outcome_retryable(const EnrichOutcome *out)
+{
+	return out->kind == OUTCOME_TRANSIENT || out->kind == OUTCOME_CONNECT ||
+		out->kind == OUTCOME_RATE_LIMITED;
+}
+
+static void run_jobs(EnrichJob *jobs, int njobs, int concurrency);
+
+/* Starts the next try of a job on the multi handle. */
+static void
+start_job(EnrichJob *job)
+{
+	job->attempts++;
+	job->active = true;
+	if (job->kind == ENRICH_COMPANY)
+		enrich_leadlex_start(job);
+	else
+		enrich_slintel_start(job);
+}
+
+/* Decides what to do after a try finished: done, or retry later. */
+static void
+finish_try(EnrichJob *job)
+{
+	EnrichOutcome out;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		wait_ms;
+
+	job->active = false;
+	enrich_classify(job, &out);
+	enrich_http_release(&job->xfer);
+
+	if (enrich_outcome_retryable(&out) && job->attempts < enrich_max_attempts)
+	{
+		wait_ms = enrich_backoff_ms(job->attempts);
+		if (out.kind == OUTCOME_RATE_LIMITED && out.retry_after_ms >= 0)
+			wait_ms = Max(out.retry_after_ms, 100);
+		/* a synchronous caller waits at most one request timeout for a 429 */
+		if (TimestampTzPlusMilliseconds(now, wait_ms) <= job->deadline ||
+			out.kind != OUTCOME_RATE_LIMITED)
+		{
+			job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
+			return;
+		}
+	}
+	if (enrich_outcome_retryable(&out))
+		out.detail = psprintf("%s%sGave up after %d attempt%s.",
+							  out.detail ? out.detail : "", out.detail ? " " : "",
+							  job->attempts, job->attempts == 1 ? "" : "s");
+	job->out = out;
+	job->finished = true;
+}
+
+/*
+ * Runs jobs to completion, at most `concurrency` in flight at once.  On
+ * return every job is finished with its outcome.  Interrupts (cancel,
+ * statement_timeout, terminate) are honoured within POLL_MS; the transfers
+ * are released before the ERROR goes on.
+ */
+void
+enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
+{
+	PG_TRY();
+	{
+		run_jobs(jobs, njobs, concurrency);
+	}
+	PG_CATCH();
+	{
+		for (int i = 0; i < njobs; i++)
+			enrich_http_release(&jobs[i].xfer);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	for (int i = 0; i < njobs; i++)
+		enrich_http_release(&jobs[i].xfer);
+}
+
+/* The loop of enrich_run_jobs. */
+static void
+run_jobs(EnrichJob *jobs, int njobs, int concurrency)
+{
+	int			nfinished = 0;
+	int			nactive = 0;
+	int			next = 0;		/* jobs before this were started at least once */
+	TimestampTz start = GetCurrentTimestamp();
+
+	for (int i = 0; i < njobs; i++)
+		jobs[i].deadline = TimestampTzPlusMilliseconds(start, enrich_request_timeout);
+
+	while (nfinished < njobs)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		long		timeout = POLL_MS;
+		EnrichTransfer *t;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/* start retries that are due, then new jobs, up to the cap */
+		for (int i = 0; i < next && nactive < concurrency; i++)
+		{
+			EnrichJob  *j = &jobs[i];
+
+			if (!j->finished && !j->active && j->not_before <= now)
+			{
+				start_job(j);
+				nactive++;
+			}
+		}
+		while (next < njobs && nactive < concurrency)
+		{
+			start_job(&jobs[next++]);
+			nactive++;
+		}
+
+		while ((t = enrich_http_next_done()) != NULL)
+		{
+			EnrichJob  *j = (EnrichJob *) ((char *) t - offsetof(EnrichJob, xfer));
+
+			finish_try(j);
+			nactive--;
+			if (j->finished)
+				nfinished++;
+		}
+		if (nfinished == njobs)
+			break;
+
+		if (nactive > 0)
+			enrich_http_wait(timeout);
+		else
+		{
+			/* only backoff waits left: sleep on the latch until one is due */
+			TimestampTz due = PG_INT64_MAX;
+
+			for (int i = 0; i < next; i++)
+				if (!jobs[i].finished && !jobs[i].active)
+					due = Min(due, jobs[i].not_before);
+			if (due != PG_INT64_MAX)
+				timeout = Min(timeout, Max((due - now) / 1000, 0));
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}
+
+/* The one place provider failures become an ERROR, with their context. */
+void
+enrich_report_outcome(EnrichKind kind, const EnrichOutcome *out)
+{
+	StringInfoData d;
+
+	initStringInfo(&d);
+	if (out->detail)
+		appendStringInfoString(&d, out->detail);
+	if (out->http_status > 0)
+	{
+		if (d.len > 0)
+			appendStringInfoChar(&d, ' ');
+		appendStringInfo(&d, "HTTP status %ld", out->http_status);
+		if (out->provider_code)
+			appendStringInfo(&d, ", provider code \"%s\"", out->provider_code);
+		if (out->request_id)
+			appendStringInfo(&d, ", request id \"%s\"", out->request_id);
+		appendStringInfoChar(&d, '.');
+	}
+	ereport(ERROR,
+			(errcode(out->sqlstate ? out->sqlstate : ERRCODE_ENRICH_BAD_RESPONSE),
+			 errmsg("%s", out->message ? out->message : "enrichment failed"),
+			 d.len > 0 ? errdetail("%s", d.data) : 0,
+			 out->hint ? errhint("%s", out->hint) : 0));
+	pg_unreachable();
+}

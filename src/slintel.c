@@ -1,0 +1,96 @@
+/*-------------------------------------------------------------------------
+ *
+ * slintel.c
+ *	  Slintel "Enrich Lead on LinkedIn Url": request building and parsing.
+ *
+ * GET {enrich.slintel_url}/v2.0/lead/enrich?linkedin_url=<encoded URL>
+ * with the key in the x-api-key header (never in the URL).  A 200 carries
+ * the lead in "data"; 404 or empty data means no match.  Slintel charges
+ * every successful response, repeats included, and has no idempotency,
+ * which is why the cache is the only protection against paying twice.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "enrich.h"
+
+/* Builds the request for a job and starts it. */
+void
+enrich_slintel_start(EnrichJob *job)
+{
+	StringInfoData url;
+	struct curl_slist *h = NULL;
+	char	   *enc;
+	size_t		blen = strlen(enrich_slintel_url);
+
+	enrich_require_key(ENRICH_LEAD);
+
+	enc = curl_easy_escape(NULL, job->key, 0);
+	if (enc == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	initStringInfo(&url);
+	while (blen > 0 && enrich_slintel_url[blen - 1] == '/')
+		blen--;
+	appendBinaryStringInfo(&url, enrich_slintel_url, blen);
+	appendStringInfo(&url, "/v2.0/lead/enrich?linkedin_url=%s", enc);
+	curl_free(enc);
+
+	h = enrich_http_header(h, "x-api-key", enrich_slintel_api_key);
+	h = enrich_http_header(h, "Accept", "application/json");
+
+	enrich_http_start(&job->xfer, url.data, h, NULL);
+	pfree(url.data);
+}
+
+/* Marks an outcome as a response we cannot use. */
+static void
+bad_shape(EnrichOutcome *out, const char *why)
+{
+	out->kind = OUTCOME_BAD_RESPONSE;
+	out->sqlstate = ERRCODE_ENRICH_BAD_RESPONSE;
+	out->message = pstrdup("Slintel sent a response that cannot be used");
+	out->detail = psprintf("%s.", why);
+}
+
+/* Whether a jsonb value is null, {} or []. */
+static bool
+jsonb_is_empty(Jsonb *jb)
+{
+	JsonbValue	v;
+
+	if (JB_ROOT_IS_SCALAR(jb))
+		return JsonbExtractScalar(&jb->root, &v) && v.type == jbvNull;
+	return JB_ROOT_COUNT(jb) == 0;
+}
+
+/* Parses a 200 answer: "data" is the lead; null or empty data is no match. */
+void
+enrich_slintel_parse(EnrichJob *job, EnrichOutcome *out)
+{
+	EnrichTransfer *t = &job->xfer;
+	const char *why = NULL;
+	Jsonb	   *jb;
+	Jsonb	   *data;
+
+	jb = enrich_parse_json(t->body, t->body_len, &why);
+	if (jb == NULL)
+	{
+		bad_shape(out, why);
+		return;
+	}
+	data = enrich_jsonb_get(jb, "data");
+	if (data == NULL)
+		bad_shape(out, "the member \"data\" is missing");
+	else if (jsonb_is_empty(data))
+		out->kind = OUTCOME_NO_MATCH;
+	else if (!JB_ROOT_IS_OBJECT(data) || JB_ROOT_IS_SCALAR(data))
+		bad_shape(out, "the member \"data\" is not an object");
+	else
+	{
+		out->kind = OUTCOME_MATCH;
+		out->result = data;
+	}
+}
