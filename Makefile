@@ -14,6 +14,7 @@ OBJS = \
 	src/leadlex.o \
 	src/slintel.o \
 	src/cache.o \
+	src/spool.o \
 	src/sync.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)

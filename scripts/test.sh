@@ -43,7 +43,7 @@ if ls "$ROOT"/test/t/*.pl >/dev/null 2>&1; then
   as_pg mkdir -p "$TAPDIR"
   as_pg env EMU_CTL="$ROOT/test/emu" ENRICH_ROOT="$ROOT" \
     bash -c "cd '$TAPDIR' && PG_REGRESS=\$(dirname \$(pg_config --pgxs))/../test/regress/pg_regress \
-      prove -I '$(dirname "$(pg_config --pgxs)")/../test/perl' -v '$ROOT'/test/t/*.pl"
+      prove -I '$(dirname "$(pg_config --pgxs)")/../test/perl' -I '$ROOT/test/perl' -v '$ROOT'/test/t/*.pl"
   record "TAP" $?
 fi
 

@@ -35,7 +35,9 @@ SELECT ledger(:'ledger', 'requests', 'leadlex') AS requests,
 SELECT enrich_company('example.org')->>'domain' AS domain,
        (enrich_company('example.org')->>'name') IS NOT NULL AS has_name;
 
--- a stale answer is fetched again; a fresh one is not
+-- a stale answer is asked for again, a fresh one is not; asked again the
+-- same day, LeadLex replays its answer for the same Idempotency-Key and
+-- charges nothing
 SET enrich.cache_ttl = 0;
 SELECT enrich_company('acme.com')->>'name' AS refetched;
 RESET enrich.cache_ttl;

@@ -44,7 +44,8 @@ static const CacheSql cache_sql[ENRICH_NUM_KINDS] = {
 		"ON CONFLICT (domain) DO UPDATE SET result = excluded.result, "
 		"matched = excluded.matched, source = excluded.source, "
 		"confidence = excluded.confidence, request_id = excluded.request_id, "
-		"fetched_at = excluded.fetched_at"
+		"fetched_at = excluded.fetched_at "
+		"WHERE c.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at"
 	},
 	{
 		"SELECT result, matched, fetched_at FROM enrich.leads "
@@ -55,7 +56,8 @@ static const CacheSql cache_sql[ENRICH_NUM_KINDS] = {
 		"ON CONFLICT (linkedin_url) DO UPDATE SET result = excluded.result, "
 		"matched = excluded.matched, source = excluded.source, "
 		"confidence = excluded.confidence, request_id = excluded.request_id, "
-		"fetched_at = excluded.fetched_at"
+		"fetched_at = excluded.fetched_at "
+		"WHERE l.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at"
 	},
 };
 
@@ -119,6 +121,15 @@ keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 	return *slot;
 }
 
+/* Whether an answer fetched at the given time is still fresh. */
+bool
+enrich_cache_fresh(bool matched, TimestampTz fetched_at)
+{
+	int			ttl = matched ? enrich_cache_ttl : enrich_no_match_ttl;
+
+	return fetched_at > GetCurrentTimestamp() - (TimestampTz) ttl * USECS_PER_SEC;
+}
+
 /*
  * Looks a normalised key up.  A fresh answer is copied into the caller's
  * memory context; a fresh "no match" is reported as CACHE_NO_MATCH; a
@@ -155,10 +166,7 @@ enrich_cache_lookup(EnrichKind kind, const char *key, Jsonb **result)
 			Datum		res = SPI_getbinval(tup, desc, 1, &resnull);
 			bool		matched = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
 			TimestampTz fetched = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-			int			ttl = matched ? enrich_cache_ttl : enrich_no_match_ttl;
-			TimestampTz now = GetCurrentTimestamp();
-
-			if (fetched > now - (TimestampTz) ttl * USECS_PER_SEC)
+			if (enrich_cache_fresh(matched, fetched))
 			{
 				if (matched && !resnull)
 				{
@@ -182,9 +190,13 @@ enrich_cache_lookup(EnrichKind kind, const char *key, Jsonb **result)
 	return state;
 }
 
-/* Stores an answer (or a "no match") for a normalised key. */
+/*
+ * Stores an answer (or a "no match") for a normalised key, fetched at the
+ * given time; an answer already cached from a later fetch is kept.
+ */
 void
-enrich_cache_store(EnrichKind kind, const char *key, const EnrichOutcome *out)
+enrich_cache_store_at(EnrichKind kind, const char *key, const EnrichOutcome *out,
+					  TimestampTz fetched_at)
 {
 	Oid			types[7] = {TEXTOID, JSONBOID, BOOLOID, TEXTOID, FLOAT8OID, TEXTOID, TIMESTAMPTZOID};
 	Datum		args[7];
@@ -204,7 +216,7 @@ enrich_cache_store(EnrichKind kind, const char *key, const EnrichOutcome *out)
 	nulls[4] = isnan(out->confidence) ? 'n' : ' ';
 	args[5] = out->request_id ? CStringGetTextDatum(out->request_id) : (Datum) 0;
 	nulls[5] = out->request_id ? ' ' : 'n';
-	args[6] = TimestampTzGetDatum(GetCurrentTimestamp());
+	args[6] = TimestampTzGetDatum(fetched_at);
 
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	PG_TRY();

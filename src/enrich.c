@@ -46,10 +46,17 @@ enrich_kind_from_name(const char *name, EnrichKind *kind)
 	return true;
 }
 
-/* Module load: settings and libcurl. */
+/* Sets the worker's latch, if a worker runs (never throws). */
+void
+enrich_wake_worker(void)
+{
+}
+
+/* Module load: settings, libcurl, transaction callbacks. */
 void
 _PG_init(void)
 {
 	enrich_define_gucs();
 	enrich_http_init();
+	enrich_spool_init();
 }

@@ -16,6 +16,7 @@
 
 #include <curl/curl.h>
 
+#include "access/transam.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
@@ -74,6 +75,10 @@ extern char *enrich_normalize_domain_str(const char *input, const char **reason)
 extern char *enrich_normalize_linkedin_str(const char *input, const char **reason);
 extern char *enrich_normalize_key(EnrichKind kind, const char *input,
 								  const char **reason);
+extern char *enrich_normalize_text(EnrichKind kind, text *arg, char **input,
+								   const char **reason);
+extern void enrich_report_invalid(EnrichKind kind, const char *input,
+								  const char *reason) pg_attribute_noreturn();
 
 /* ---- http.c ---- */
 
@@ -182,6 +187,7 @@ extern Jsonb *enrich_parse_json(const char *body, size_t len, const char **why);
 extern Jsonb *enrich_jsonb_get(Jsonb *jb, const char *field);
 extern char *enrich_jsonb_get_text(Jsonb *jb, const char *field);
 extern void enrich_make_uuid(char *buf);
+extern void enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf);
 extern void enrich_require_key(EnrichKind kind);
 
 /* ---- leadlex.c ---- */
@@ -202,9 +208,32 @@ typedef enum EnrichCacheState
 
 extern EnrichCacheState enrich_cache_lookup(EnrichKind kind, const char *key,
 											Jsonb **result);
-extern void enrich_cache_store(EnrichKind kind, const char *key,
-							   const EnrichOutcome *out);
+extern void enrich_cache_store_at(EnrichKind kind, const char *key,
+								  const EnrichOutcome *out, TimestampTz fetched_at);
+extern bool enrich_cache_fresh(bool matched, TimestampTz fetched_at);
 extern void enrich_as_owner_begin(Oid *save_userid, int *save_sec);
 extern void enrich_as_owner_end(Oid save_userid, int save_sec);
+
+/* ---- spool.c ---- */
+
+/* An answer found in the spool directory. */
+typedef struct EnrichSpooled
+{
+	EnrichKind	kind;
+	char	   *key;
+	FullTransactionId fxid;		/* the transaction that wrote it */
+	bool		owner_running;	/* that transaction may still commit it */
+	TimestampTz fetched_at;
+	EnrichOutcome out;			/* MATCH with result, or NO_MATCH */
+} EnrichSpooled;
+
+extern void enrich_spool_init(void);
+extern void enrich_spool_write(EnrichKind kind, const char *key,
+							   const EnrichOutcome *out, TimestampTz fetched_at);
+extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp);
+extern int	enrich_spool_ingest_all(void);
+
+/* ---- worker.c ---- */
+extern void enrich_wake_worker(void);
 
 #endif							/* ENRICH_H */

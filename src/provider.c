@@ -16,7 +16,9 @@
 
 #include <math.h>
 
+#include "common/cryptohash.h"
 #include "common/hashfn.h"
+#include "common/sha2.h"
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -50,6 +52,40 @@ enrich_make_uuid(char *buf)
 			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
 			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
 			 b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+/*
+ * An Idempotency-Key derived from the key and the UTC day: a synchronous
+ * request repeated the same day (after a cancel, a lost answer or a
+ * rollback) is replayed by LeadLex, not charged again.
+ */
+void
+enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	uint8		d[PG_SHA256_DIGEST_LENGTH];
+	char		day[16];
+	pg_time_t	now = (pg_time_t) time(NULL);
+
+	snprintf(day, sizeof(day), "%ld", (long) (now / 86400));
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) "enrich:", 7) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) enrich_kind_name(kind), strlen(enrich_kind_name(kind))) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) ":", 1) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) key, strlen(key)) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) ":", 1) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) day, strlen(day)) < 0 ||
+		pg_cryptohash_final(ctx, d, sizeof(d)) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute an idempotency key")));
+	pg_cryptohash_free(ctx);
+	d[6] = (d[6] & 0x0f) | 0x50;	/* name-based (version 5 style) */
+	d[8] = (d[8] & 0x3f) | 0x80;
+	snprintf(buf, 37,
+			 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
+			 d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]);
 }
 
 /* Prepares a job for a normalised key. */

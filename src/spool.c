@@ -1,0 +1,374 @@
+/*-------------------------------------------------------------------------
+ *
+ * spool.c
+ *	  Paid answers kept on disk until the cache row that holds them commits.
+ *
+ * A synchronous call writes its answer into the cache tables inside the
+ * caller's transaction.  If that transaction rolls back, errors out or is
+ * cancelled, the row goes with it, but the provider has been paid.  So the
+ * answer is first written, fsync'd, to $PGDATA/pg_enrich/<kind>-<hash>,
+ * tagged with the writer's transaction id:
+ *
+ *	- when the transaction commits, the file is removed (the row is safe);
+ *	- otherwise it stays, and whoever comes next takes it in: the worker
+ *	  (which scans the directory), or the next call for the same key, which
+ *	  looks here before paying again.
+ *
+ * A file whose transaction is still running is an answer another session
+ * has just fetched: a second caller may return it, but must not write it,
+ * so two sessions asking for one key make one request without waiting for
+ * each other's commit.  Taking a file in is idempotent: the cache row is
+ * only replaced by a newer answer.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/procarray.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "enrich.h"
+
+#define SPOOL_DIR "pg_enrich"
+
+/* A file this transaction wrote or took over, removed at commit. */
+typedef struct SpoolEntry
+{
+	char		path[MAXPGPATH];
+	SubTransactionId subid;
+	bool		keep;			/* its subtransaction rolled back */
+} SpoolEntry;
+
+static List *pending = NIL;		/* of SpoolEntry *, in TopMemoryContext */
+
+/* The file name of a key's spooled answer. */
+static void
+spool_path(EnrichKind kind, const char *key, char *path)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) key, strlen(key), 0);
+
+	snprintf(path, MAXPGPATH, SPOOL_DIR "/%s-%016llx",
+			 enrich_kind_name(kind), (unsigned long long) h);
+}
+
+/* Creates the spool directory if needed. */
+static void
+spool_ensure_dir(void)
+{
+	if (MakePGDirectory(SPOOL_DIR) < 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", SPOOL_DIR)));
+}
+
+/* Remembers a file to remove when this transaction commits. */
+static void
+spool_remember(const char *path)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	SpoolEntry *e = palloc0(sizeof(SpoolEntry));
+
+	strlcpy(e->path, path, MAXPGPATH);
+	e->subid = GetCurrentSubTransactionId();
+	pending = lappend(pending, e);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Writes an answer (or a "no match") durably before anyone can lose it.
+ * Called as soon as the answer is parsed, before the cache row is written.
+ */
+void
+enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
+				   TimestampTz fetched_at)
+{
+	FullTransactionId fxid = GetTopFullTransactionId();
+	StringInfoData buf;
+	char		path[MAXPGPATH];
+	char		tmp[MAXPGPATH];
+	int			fd;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"v\": 1, \"xid\": \"" UINT64_FORMAT "\", \"kind\": \"%s\", \"key\": ",
+					 U64FromFullTransactionId(fxid), enrich_kind_name(kind));
+	escape_json(&buf, key);
+	appendStringInfo(&buf, ", \"fetched_at\": \"" INT64_FORMAT "\"", fetched_at);
+	if (out->source)
+	{
+		appendStringInfoString(&buf, ", \"source\": ");
+		escape_json(&buf, out->source);
+	}
+	if (out->request_id)
+	{
+		appendStringInfoString(&buf, ", \"request_id\": ");
+		escape_json(&buf, out->request_id);
+	}
+	if (!isnan(out->confidence))
+		appendStringInfo(&buf, ", \"confidence\": %.17g", out->confidence);
+	appendStringInfoString(&buf, ", \"result\": ");
+	if (out->kind == OUTCOME_MATCH)
+		(void) JsonbToCString(&buf, &out->result->root, VARSIZE(out->result));
+	else
+		appendStringInfoString(&buf, "null");
+	appendStringInfoChar(&buf, '}');
+
+	spool_ensure_dir();
+	spool_path(kind, key, path);
+	snprintf(tmp, MAXPGPATH, "%s.%d.tmp", path, MyProcPid);
+	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create file \"%s\": %m", tmp)));
+	errno = 0;
+	if (write(fd, buf.data, buf.len) != buf.len)
+	{
+		int			save = errno ? errno : ENOSPC;
+
+		CloseTransientFile(fd);
+		unlink(tmp);
+		errno = save;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", tmp)));
+	}
+	if (CloseTransientFile(fd) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not close file \"%s\": %m", tmp)));
+	/* fsyncs the file and the directory */
+	durable_rename(tmp, path, ERROR);
+	spool_remember(path);
+	pfree(buf.data);
+}
+
+/* Reads a whole spool file; NULL if it does not exist. */
+static char *
+spool_read_file(const char *path, size_t *len)
+{
+	int			fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	struct stat st;
+	char	   *data;
+
+	if (fd < 0)
+	{
+		if (errno == ENOENT)
+			return NULL;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open file \"%s\": %m", path)));
+	}
+	if (fstat(fd, &st) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not stat file \"%s\": %m", path)));
+	data = palloc_extended(st.st_size + 1, MCXT_ALLOC_HUGE);
+	if (read(fd, data, st.st_size) != st.st_size)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m", path)));
+	CloseTransientFile(fd);
+	data[st.st_size] = '\0';
+	*len = st.st_size;
+	return data;
+}
+
+/*
+ * Parses a spool file into an outcome.  Returns false for a damaged file
+ * (which is then left alone and logged) or one for another key.
+ */
+static bool
+spool_parse(const char *path, const char *data, size_t len, EnrichSpooled *sp)
+{
+	const char *why;
+	Jsonb	   *jb = enrich_parse_json(data, len, &why);
+	char	   *s;
+	Jsonb	   *res;
+
+	memset(sp, 0, sizeof(EnrichSpooled));
+	sp->out.confidence = NAN;
+	sp->out.credits_remaining = -1;
+	if (jb == NULL || (s = enrich_jsonb_get_text(jb, "xid")) == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("ignoring damaged enrich spool file \"%s\"", path)));
+		return false;
+	}
+	sp->fxid = FullTransactionIdFromU64(strtou64(s, NULL, 10));
+	s = enrich_jsonb_get_text(jb, "kind");
+	if (s == NULL || !enrich_kind_from_name(s, &sp->kind))
+		return false;
+	sp->key = enrich_jsonb_get_text(jb, "key");
+	s = enrich_jsonb_get_text(jb, "fetched_at");
+	if (sp->key == NULL || s == NULL)
+		return false;
+	sp->fetched_at = (TimestampTz) strtoi64(s, NULL, 10);
+	sp->out.source = enrich_jsonb_get_text(jb, "source");
+	sp->out.request_id = enrich_jsonb_get_text(jb, "request_id");
+	if ((s = enrich_jsonb_get_text(jb, "confidence")) != NULL)
+		sp->out.confidence = strtod(s, NULL);
+	res = enrich_jsonb_get(jb, "result");
+	if (res != NULL && JB_ROOT_IS_OBJECT(res) && !JB_ROOT_IS_SCALAR(res))
+	{
+		sp->out.kind = OUTCOME_MATCH;
+		sp->out.result = res;
+	}
+	else
+		sp->out.kind = OUTCOME_NO_MATCH;
+	return true;
+}
+
+/* Whether the transaction that wrote a spool file may still commit it. */
+static bool
+spool_owner_running(FullTransactionId fxid)
+{
+	TransactionId xid = XidFromFullTransactionId(fxid);
+
+	if (TransactionIdIsCurrentTransactionId(xid))
+		return false;
+	return TransactionIdIsInProgress(xid);
+}
+
+/*
+ * Looks for a spooled answer to a key.  Returns false if there is none.
+ * Otherwise fills *sp; sp->owner_running says another transaction that
+ * may still commit it wrote it (return it, but do not write it).  When
+ * the answer can be taken over, the file is registered to be removed at
+ * this transaction's commit: the caller must write the cache row.
+ */
+bool
+enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
+{
+	char		path[MAXPGPATH];
+	size_t		len;
+	char	   *data;
+
+	spool_path(kind, key, path);
+	data = spool_read_file(path, &len);
+	if (data == NULL)
+		return false;
+	if (!spool_parse(path, data, len, sp) || sp->kind != kind ||
+		strcmp(sp->key, key) != 0)
+		return false;
+	sp->owner_running = spool_owner_running(sp->fxid);
+	if (!sp->owner_running)
+		spool_remember(path);
+	return true;
+}
+
+/*
+ * Takes in every spool file whose transaction has ended: writes the answer
+ * into the cache (only over an older one) and removes the file once that
+ * commits.  Runs in the worker, inside a transaction; returns how many
+ * files it took in.
+ */
+int
+enrich_spool_ingest_all(void)
+{
+	DIR		   *dir;
+	struct dirent *de;
+	int			n = 0;
+
+	dir = AllocateDir(SPOOL_DIR);
+	if (dir == NULL && errno == ENOENT)
+		return 0;
+	while ((de = ReadDir(dir, SPOOL_DIR)) != NULL)
+	{
+		char		path[MAXPGPATH];
+		size_t		len;
+		char	   *data;
+		EnrichSpooled sp;
+
+		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL)
+			continue;
+		snprintf(path, MAXPGPATH, SPOOL_DIR "/%s", de->d_name);
+		data = spool_read_file(path, &len);
+		if (data == NULL || !spool_parse(path, data, len, &sp))
+			continue;
+		if (spool_owner_running(sp.fxid))
+			continue;
+		enrich_cache_store_at(sp.kind, sp.key, &sp.out, sp.fetched_at);
+		spool_remember(path);
+		n++;
+		pfree(data);
+	}
+	FreeDir(dir);
+	return n;
+}
+
+/* Removes the files whose rows have committed; keeps the rest. */
+static void
+spool_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (pending == NIL)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			foreach(lc, pending)
+			{
+				SpoolEntry *e = (SpoolEntry *) lfirst(lc);
+
+				if (!e->keep && unlink(e->path) != 0 && errno != ENOENT)
+					ereport(WARNING,
+							(errcode_for_file_access(),
+							 errmsg("could not remove file \"%s\": %m", e->path)));
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* the files stay for the worker or the next caller */
+			enrich_wake_worker();
+			break;
+		default:
+			return;
+	}
+	list_free_deep(pending);
+	pending = NIL;
+}
+
+/* Follows subtransactions: a rolled-back one's files must stay. */
+static void
+spool_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending)
+	{
+		SpoolEntry *e = (SpoolEntry *) lfirst(lc);
+
+		if (e->subid != mySubid)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			e->subid = parentSubid;
+		else if (event == SUBXACT_EVENT_ABORT_SUB)
+			e->keep = true;
+	}
+}
+
+/* Registers the transaction callbacks; called from _PG_init. */
+void
+enrich_spool_init(void)
+{
+	RegisterXactCallback(spool_xact_callback, NULL);
+	RegisterSubXactCallback(spool_subxact_callback, NULL);
+}

@@ -1,0 +1,91 @@
+# EnrichTest.pm: shared set-up for enrich's TAP tests.
+#
+# Each test file gets its own provider emulator (test/provider/start.sh in
+# the test's temporary directory) and its own cluster with enrich preloaded
+# and pointed at the emulator over HTTPS with the emulator's throwaway CA.
+package EnrichTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use File::Basename qw(dirname);
+use File::Spec;
+use HTTP::Tiny;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(start_emulator emu_control emu_ledger enrich_node root_dir);
+
+my $root = $ENV{ENRICH_ROOT} // dirname(dirname(dirname(__FILE__)));
+my $http = HTTP::Tiny->new(timeout => 30);
+my %emu;
+
+sub root_dir { return $root; }
+
+# Starts the emulator; returns a hash with http, https and ca.
+sub start_emulator
+{
+	my $dir = File::Spec->rel2abs(PostgreSQL::Test::Utils::tempdir('emu'));
+	system('bash', "$root/test/provider/start.sh", $dir) == 0
+	  or die "could not start the provider emulator";
+	open(my $fh, '<', "$dir/ports.json") or die "no ports.json: $!";
+	my $ports = decode_json(do { local $/; <$fh> });
+	close $fh;
+	%emu = (
+		dir => $dir,
+		http => $ports->{http},
+		https => $ports->{https},
+		wrong_host => $ports->{wrong_host},
+		ca => "$dir/ca.pem",
+		url => "http://127.0.0.1:$ports->{http}");
+	return \%emu;
+}
+
+END
+{
+	system('bash', "$root/test/provider/stop.sh", $emu{dir}) if $emu{dir};
+}
+
+# POSTs a control document (a hash ref) to the emulator.
+sub emu_control
+{
+	my ($doc) = @_;
+	my $r = $http->post("$emu{url}/_control",
+		{ headers => { 'Content-Type' => 'application/json' }, content => encode_json($doc) });
+	die "emulator control failed: $r->{status} $r->{content}" unless $r->{success};
+	return;
+}
+
+# Returns the emulator's ledger as a hash ref.
+sub emu_ledger
+{
+	my $r = $http->get("$emu{url}/_ledger");
+	die "emulator ledger failed: $r->{status}" unless $r->{success};
+	return decode_json($r->{content});
+}
+
+# A new cluster with enrich preloaded and configured for the emulator.
+sub enrich_node
+{
+	my ($name, %opts) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my $conf = <<"CONF";
+shared_preload_libraries = 'enrich'
+enrich.database_name = 'postgres'
+enrich.leadlex_url = 'https://127.0.0.1:$emu{https}/functions/v1/api-gateway'
+enrich.slintel_url = 'https://127.0.0.1:$emu{https}'
+enrich.ca_file = '$emu{ca}'
+enrich.leadlex_api_key = 'wbk_test_key'
+enrich.slintel_api_key = 'sl_test_key'
+CONF
+	$conf .= $opts{extra_conf} if $opts{extra_conf};
+	$node->append_conf('postgresql.conf', $conf);
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
+	return $node;
+}
+
+1;
