@@ -15,7 +15,12 @@ OBJS = \
 	src/slintel.o \
 	src/cache.o \
 	src/spool.o \
-	src/sync.o
+	src/sync.o \
+	src/shmem.o \
+	src/limits.o \
+	src/queue.o \
+	src/worker.o \
+	src/batch.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)
@@ -29,3 +34,6 @@ TAP_TESTS = 1
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object depends on the private header
+$(OBJS): src/enrich.h

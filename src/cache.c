@@ -65,7 +65,7 @@ static SPIPlanPtr lookup_plan[ENRICH_NUM_KINDS];
 static SPIPlanPtr store_plan[ENRICH_NUM_KINDS];
 
 /* The role that owns the extension's tables (the owner of enrich.companies). */
-static Oid
+Oid
 enrich_owner(void)
 {
 	Oid			nsp = get_namespace_oid("enrich", true);

@@ -46,12 +46,6 @@ enrich_kind_from_name(const char *name, EnrichKind *kind)
 	return true;
 }
 
-/* Sets the worker's latch, if a worker runs (never throws). */
-void
-enrich_wake_worker(void)
-{
-}
-
 /* Module load: settings, libcurl, transaction callbacks. */
 void
 _PG_init(void)
@@ -59,4 +53,9 @@ _PG_init(void)
 	enrich_define_gucs();
 	enrich_http_init();
 	enrich_spool_init();
+	if (process_shared_preload_libraries_in_progress)
+	{
+		enrich_shmem_init();
+		enrich_worker_register();
+	}
 }

@@ -19,6 +19,8 @@
 #include "access/transam.h"
 #include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
 #include "utils/jsonb.h"
 
 #define ENRICH_VERSION "0.1.0"
@@ -122,6 +124,7 @@ extern void enrich_http_start(EnrichTransfer *t, const char *url,
 extern void enrich_http_release(EnrichTransfer *t);
 extern EnrichTransfer *enrich_http_next_done(void);
 extern void enrich_http_wait(long timeout_ms);
+extern int	enrich_http_active(void);
 extern struct curl_slist *enrich_http_header(struct curl_slist *list,
 											 const char *name, const char *value);
 
@@ -160,6 +163,7 @@ typedef struct EnrichOutcome
 	char	   *source;
 	double		confidence;		/* NaN when not sent */
 	int64		credits_remaining;	/* -1 when not sent */
+	bool		charged;		/* the provider charges for this answer */
 } EnrichOutcome;
 
 /* One logical request: a key, tried up to enrich.max_attempts times. */
@@ -173,12 +177,20 @@ typedef struct EnrichJob
 	TimestampTz deadline;		/* give up waiting on 429 after this */
 	bool		active;
 	bool		finished;
+	bool		reserved;		/* holds a credit reservation */
+	bool		settled;		/* its charge has been counted */
+	bool		counted;		/* counted in the provider's in-flight */
+	bool		honour_pauses;	/* worker: obey 402/401 pauses too */
+	int64		queue_id;		/* worker: the enrich.queue row */
 	EnrichTransfer xfer;
 	EnrichOutcome out;
 } EnrichJob;
 
 extern void enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key);
 extern void enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency);
+extern bool enrich_job_try_start(EnrichJob *job);
+extern void enrich_job_finish_try(EnrichJob *job);
+extern void enrich_job_settle(EnrichJob *job);
 extern void enrich_classify(EnrichJob *job, EnrichOutcome *out);
 extern bool enrich_outcome_retryable(const EnrichOutcome *out);
 extern int64 enrich_backoff_ms(int attempt);
@@ -210,9 +222,107 @@ extern EnrichCacheState enrich_cache_lookup(EnrichKind kind, const char *key,
 											Jsonb **result);
 extern void enrich_cache_store_at(EnrichKind kind, const char *key,
 								  const EnrichOutcome *out, TimestampTz fetched_at);
+extern Oid	enrich_owner(void);
 extern bool enrich_cache_fresh(bool matched, TimestampTz fetched_at);
 extern void enrich_as_owner_begin(Oid *save_userid, int *save_sec);
 extern void enrich_as_owner_end(Oid save_userid, int save_sec);
+
+/* ---- shmem.c ---- */
+
+typedef enum EnrichStat
+{
+	STAT_REQUESTS = 0,			/* HTTP requests sent */
+	STAT_CACHE_HITS,			/* answers served from the cache */
+	STAT_SUCCESSES,				/* answers with data */
+	STAT_NO_MATCHES,			/* "no match" answers */
+	STAT_ERR_TRANSIENT,			/* 5xx, resets, timeouts */
+	STAT_ERR_CONNECT,			/* could not connect, TLS */
+	STAT_ERR_AUTH,				/* 401 / 403 */
+	STAT_ERR_CREDITS,			/* 402 */
+	STAT_ERR_RATE,				/* 429 */
+	STAT_ERR_REJECTED,			/* 400 and other refusals */
+	STAT_ERR_RESPONSE,			/* unusable or too large responses */
+	STAT_CREDITS,				/* credits spent */
+	STAT_RATE_WAITS,			/* times a request had to wait for the rate limit */
+	STAT_LATENCY_US,			/* sum of request latencies */
+	STAT_LATENCY_N,				/* number of latencies summed */
+	ENRICH_NUM_STATS
+} EnrichStat;
+
+typedef enum EnrichPause
+{
+	PAUSE_NONE = 0,
+	PAUSE_RATE,					/* 429 or X-RateLimit-Remaining: 0 */
+	PAUSE_CREDITS,				/* 402: probe once a minute */
+	PAUSE_AUTH,					/* 401/403: until the settings are reloaded */
+	PAUSE_CONCURRENCY,			/* not a pause: at the concurrency cap */
+} EnrichPause;
+
+typedef struct EnrichProviderShared
+{
+	/* the local rate limit (enrich.set_rate_limit) */
+	int32		rate_requests;	/* 0: none */
+	int64		rate_per_us;
+	int32		rate_max_concurrency;	/* 0: none */
+	double		tokens;
+	TimestampTz tokens_at;
+	int32		in_flight;
+
+	/* what the provider said */
+	TimestampTz paused_until;
+	EnrichPause pause_reason;
+	int32		rate_strikes;
+	int64		rl_limit;
+	int64		rl_remaining;
+	TimestampTz rl_reset;
+	int64		provider_balance;	/* credits_remaining, -1: unknown */
+
+	/* the local credit budget (enrich.set_credit_limit) */
+	int64		credit_limit;	/* -1: none */
+	int64		credit_period_us;	/* 0: a total */
+	TimestampTz period_start;
+	int64		credits_used;	/* charged answers in this period */
+	int64		credits_reserved;	/* requests in flight */
+	int64		credits_total;	/* since start */
+	bool		usage_dirty;
+
+	pg_atomic_uint64 stats[ENRICH_NUM_STATS];
+} EnrichProviderShared;
+
+typedef struct EnrichShared
+{
+	LWLock	   *lock;
+	bool		limits_loaded;
+	Oid			limits_db;		/* database the limits were loaded from */
+	pid_t		worker_pid;
+	void	   *worker_proc;	/* PGPROC of the worker, or NULL */
+	Oid			worker_db;
+	EnrichProviderShared prov[ENRICH_NUM_KINDS];
+} EnrichShared;
+
+extern EnrichShared *enrich_shared;
+
+extern void enrich_shmem_init(void);
+extern void enrich_require_shared(const char *what);
+extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
+extern bool enrich_credit_reserve(EnrichKind kind);
+extern int64 enrich_credit_available(EnrichKind kind);
+extern void enrich_credit_settle(EnrichKind kind, bool reserved, bool charged,
+								 int64 balance);
+extern int64 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why);
+extern void enrich_rate_release(EnrichKind kind);
+extern int	enrich_rate_allowance(EnrichKind kind, int want);
+extern void enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t,
+								const EnrichOutcome *out);
+extern void enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until);
+extern void enrich_unpause(EnrichKind kind, EnrichPause reason);
+extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);
+
+/* ---- limits.c ---- */
+extern void enrich_limits_load(void);
+extern void enrich_limits_save_usage(void);
+extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
+								 double elapsed);
 
 /* ---- spool.c ---- */
 
@@ -234,6 +344,13 @@ extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *s
 extern int	enrich_spool_ingest_all(void);
 
 /* ---- worker.c ---- */
+extern void enrich_worker_register(void);
 extern void enrich_wake_worker(void);
+extern PGDLLEXPORT void enrich_worker_main(Datum arg);
+
+/* ---- queue.c ---- */
+extern void enrich_queue_wake_at_commit(void);
+extern int64 enrich_queue_add(EnrichKind kind, const char *key);
+extern void enrich_require_worker(void);
 
 #endif							/* ENRICH_H */

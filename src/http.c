@@ -33,6 +33,7 @@
 #endif
 
 static CURLM *enrich_multi = NULL;
+static int	nactive = 0;			/* transfers on the multi handle */
 
 /* Initialises libcurl once per process. */
 void
@@ -323,6 +324,14 @@ enrich_http_start(EnrichTransfer *t, const char *url,
 				 errmsg("could not start an HTTP request: %s", curl_multi_strerror(mc))));
 	}
 	t->in_multi = true;
+	nactive++;
+}
+
+/* How many transfers are on this backend's multi handle. */
+int
+enrich_http_active(void)
+{
+	return nactive;
 }
 
 /* Frees everything curl or our callbacks allocated for this transfer. */
@@ -332,7 +341,10 @@ enrich_http_release(EnrichTransfer *t)
 	if (t->easy)
 	{
 		if (t->in_multi && enrich_multi)
+		{
 			curl_multi_remove_handle(enrich_multi, t->easy);
+			nactive--;
+		}
 		curl_easy_cleanup(t->easy);
 		t->easy = NULL;
 	}
@@ -384,6 +396,7 @@ enrich_http_next_done(void)
 			t->too_large = true;
 		curl_multi_remove_handle(multi, t->easy);
 		t->in_multi = false;
+		nactive--;
 		return t;
 	}
 	return NULL;

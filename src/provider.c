@@ -386,6 +386,8 @@ enrich_classify(EnrichJob *job, EnrichOutcome *out)
 	}
 	if (st == 200)
 	{
+		/* both providers charge every complete 200 */
+		out->charged = true;
 		if (job->kind == ENRICH_COMPANY)
 			enrich_leadlex_parse(job, out);
 		else
@@ -435,21 +437,99 @@ enrich_outcome_retryable(const EnrichOutcome *out)
 
 static void run_jobs(EnrichJob *jobs, int njobs, int concurrency);
 
-/* Starts the next try of a job on the multi handle. */
+/* Ends a job with a failure decided here, without (another) request. */
 static void
-start_job(EnrichJob *job)
+finish_local(EnrichJob *job, EnrichOutcomeKind kind, int sqlstate, char *message,
+			 char *detail, char *hint)
 {
+	memset(&job->out, 0, sizeof(EnrichOutcome));
+	job->out.kind = kind;
+	job->out.sqlstate = sqlstate;
+	job->out.message = message;
+	job->out.detail = detail;
+	job->out.hint = hint;
+	job->out.confidence = NAN;
+	job->out.credits_remaining = -1;
+	job->out.retry_after_ms = -1;
+	job->finished = true;
+	enrich_job_settle(job);
+}
+
+/* Gives back what a finished job still holds of the shared budget. */
+void
+enrich_job_settle(EnrichJob *job)
+{
+	if (job->counted)
+		enrich_rate_release(job->kind);
+	job->counted = false;
+	if (job->reserved || (job->out.charged && !job->settled))
+		enrich_credit_settle(job->kind, job->reserved,
+							 job->out.charged && !job->settled,
+							 job->out.credits_remaining);
+	job->reserved = false;
+	if (job->finished)
+		job->settled = true;
+}
+
+/*
+ * Starts the next try of a job if the budget and the rate limit allow.
+ * Returns false when it must wait (job->not_before says until when) or has
+ * been finished without a request (no credits, or a rate-limit wait past
+ * its deadline).
+ */
+bool
+enrich_job_try_start(EnrichJob *job)
+{
+	const char *prov = enrich_provider_name(job->kind);
+	EnrichPause why;
+	int64		wait_ms;
+	TimestampTz now;
+
+	if (!job->reserved)
+	{
+		if (!enrich_credit_reserve(job->kind))
+		{
+			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+						 psprintf("the credit budget for %s is spent", prov),
+						 pstrdup("No request was sent."),
+						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
+								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
+			return false;
+		}
+		job->reserved = true;
+	}
+	wait_ms = enrich_rate_acquire(job->kind, job->honour_pauses, &why);
+	if (wait_ms > 0)
+	{
+		now = GetCurrentTimestamp();
+		if (job->deadline != 0 && TimestampTzPlusMilliseconds(now, wait_ms) > job->deadline)
+		{
+			finish_local(job, OUTCOME_RATE_LIMITED, ERRCODE_ENRICH_RATE_LIMITED,
+						 psprintf("%s rate limit exceeded", prov),
+						 psprintf("The limit would delay the request by %lld ms, past enrich.request_timeout; no request was sent.",
+								  (long long) wait_ms),
+						 pstrdup("Queue the work with enrich.enqueue_company or enrich.enqueue_lead, or try again later."));
+			return false;
+		}
+		job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
+		return false;
+	}
+	job->counted = true;
 	job->attempts++;
 	job->active = true;
 	if (job->kind == ENRICH_COMPANY)
 		enrich_leadlex_start(job);
 	else
 		enrich_slintel_start(job);
+	return true;
 }
 
-/* Decides what to do after a try finished: done, or retry later. */
-static void
-finish_try(EnrichJob *job)
+/*
+ * Classifies a finished try and decides: done (job->finished, outcome in
+ * job->out, shared budget settled) or retry later (job->not_before).
+ */
+void
+enrich_job_finish_try(EnrichJob *job)
 {
 	EnrichOutcome out;
 	TimestampTz now = GetCurrentTimestamp();
@@ -457,7 +537,12 @@ finish_try(EnrichJob *job)
 
 	job->active = false;
 	enrich_classify(job, &out);
+	enrich_rate_observe(job->kind, &job->xfer, &out);
+	enrich_stats_outcome(job->kind, &out, job->xfer.elapsed);
 	enrich_http_release(&job->xfer);
+	if (job->counted)
+		enrich_rate_release(job->kind);
+	job->counted = false;
 
 	if (enrich_outcome_retryable(&out) && job->attempts < enrich_max_attempts)
 	{
@@ -465,9 +550,11 @@ finish_try(EnrichJob *job)
 		if (out.kind == OUTCOME_RATE_LIMITED && out.retry_after_ms >= 0)
 			wait_ms = Max(out.retry_after_ms, 100);
 		/* a synchronous caller waits at most one request timeout for a 429 */
-		if (TimestampTzPlusMilliseconds(now, wait_ms) <= job->deadline ||
-			out.kind != OUTCOME_RATE_LIMITED)
+		if (job->deadline == 0 || out.kind != OUTCOME_RATE_LIMITED ||
+			TimestampTzPlusMilliseconds(now, wait_ms) <= job->deadline)
 		{
+			/* the outcome of this try, for the queue's last_error */
+			job->out = out;
 			job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
 			return;
 		}
@@ -478,13 +565,14 @@ finish_try(EnrichJob *job)
 							  job->attempts, job->attempts == 1 ? "" : "s");
 	job->out = out;
 	job->finished = true;
+	enrich_job_settle(job);
 }
 
 /*
  * Runs jobs to completion, at most `concurrency` in flight at once.  On
  * return every job is finished with its outcome.  Interrupts (cancel,
  * statement_timeout, terminate) are honoured within POLL_MS; the transfers
- * are released before the ERROR goes on.
+ * and their shares of the budget are released before the ERROR goes on.
  */
 void
 enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
@@ -496,12 +584,13 @@ enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 	PG_CATCH();
 	{
 		for (int i = 0; i < njobs; i++)
+		{
 			enrich_http_release(&jobs[i].xfer);
+			enrich_job_settle(&jobs[i]);
+		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	for (int i = 0; i < njobs; i++)
-		enrich_http_release(&jobs[i].xfer);
 }
 
 /* The loop of enrich_run_jobs. */
@@ -510,42 +599,52 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 {
 	int			nfinished = 0;
 	int			nactive = 0;
-	int			next = 0;		/* jobs before this were started at least once */
+	int			next = 0;		/* jobs before this were looked at already */
 	TimestampTz start = GetCurrentTimestamp();
 
 	for (int i = 0; i < njobs; i++)
+	{
 		jobs[i].deadline = TimestampTzPlusMilliseconds(start, enrich_request_timeout);
+		if (jobs[i].finished)
+			nfinished++;
+	}
 
 	while (nfinished < njobs)
 	{
 		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz due = PG_INT64_MAX;
 		long		timeout = POLL_MS;
 		EnrichTransfer *t;
 
 		CHECK_FOR_INTERRUPTS();
 
-		/* start retries that are due, then new jobs, up to the cap */
+		/* start retries and waits that are due, then new jobs, up to the cap */
+		while (next < njobs && next < nactive + nfinished + concurrency)
+			next++;
 		for (int i = 0; i < next && nactive < concurrency; i++)
 		{
 			EnrichJob  *j = &jobs[i];
 
-			if (!j->finished && !j->active && j->not_before <= now)
+			if (j->finished || j->active)
+				continue;
+			if (j->not_before > now)
 			{
-				start_job(j);
-				nactive++;
+				due = Min(due, j->not_before);
+				continue;
 			}
-		}
-		while (next < njobs && nactive < concurrency)
-		{
-			start_job(&jobs[next++]);
-			nactive++;
+			if (enrich_job_try_start(j))
+				nactive++;
+			else if (j->finished)
+				nfinished++;
+			else
+				due = Min(due, j->not_before);
 		}
 
 		while ((t = enrich_http_next_done()) != NULL)
 		{
 			EnrichJob  *j = (EnrichJob *) ((char *) t - offsetof(EnrichJob, xfer));
 
-			finish_try(j);
+			enrich_job_finish_try(j);
 			nactive--;
 			if (j->finished)
 				nfinished++;
@@ -553,18 +652,13 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 		if (nfinished == njobs)
 			break;
 
+		if (due != PG_INT64_MAX)
+			timeout = Min(timeout, Max((due - now) / 1000, 1));
 		if (nactive > 0)
 			enrich_http_wait(timeout);
 		else
 		{
-			/* only backoff waits left: sleep on the latch until one is due */
-			TimestampTz due = PG_INT64_MAX;
-
-			for (int i = 0; i < next; i++)
-				if (!jobs[i].finished && !jobs[i].active)
-					due = Min(due, jobs[i].not_before);
-			if (due != PG_INT64_MAX)
-				timeout = Min(timeout, Max((due - now) / 1000, 0));
+			/* only waits left: sleep on the latch until one is due */
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 timeout, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);

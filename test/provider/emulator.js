@@ -668,14 +668,16 @@ function admit(ctx) {
   return true;
 }
 
-function keyInQuery(qs, prov) {
+function keyInQuery(qs) {
   const sp = new URLSearchParams(qs);
   for (const [k, v] of sp) {
     if (KEY_PARAM_RE.test(k)) return true;
     if (cfg.keys[0].has(v) || cfg.keys[1].has(v)) return true;
   }
+  // a known key anywhere in the raw query (keys shorter than 8 chars would
+  // match ordinary text, so they are only caught as whole parameter values)
   for (let p = 0; p < 2; p++) {
-    for (const k of cfg.keys[p].keys()) if (qs.includes(k)) return true;
+    for (const k of cfg.keys[p].keys()) if (k.length >= 8 && qs.includes(k)) return true;
   }
   return false;
 }
@@ -973,7 +975,7 @@ function leadlexBody(ctx, buf, over) {
     return sendError(ctx, 405, 'method_not_allowed', 'Method ' + req.method + ' not allowed; use POST', ALLOW_POST);
   }
   const qs = ctx.qs;
-  if (qs !== '' && keyInQuery(qs, LL)) {
+  if (qs !== '' && keyInQuery(qs)) {
     led.keysInUrl++;
     return sendError(ctx, 400, 'validation_error', 'API keys must be sent in the Authorization header, never in the URL');
   }
@@ -1171,7 +1173,7 @@ function slintelBody(ctx, buf, over) {
     return sendError(ctx, 405, 'method_not_allowed', 'Method ' + req.method + ' not allowed; use GET', ALLOW_GET);
   }
   const qs = ctx.qs;
-  if (qs !== '' && keyInQuery(qs, SL)) {
+  if (qs !== '' && keyInQuery(qs)) {
     led.keysInUrl++;
     return sendError(ctx, 400, 'validation_error', 'API keys must be sent in the x-api-key header, never in the URL');
   }

@@ -1,0 +1,230 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *	  The request queue enrich.queue: enqueueing, waiting, and the
+ *	  statements the worker uses to claim and finish items.
+ *
+ * Enqueueing is one INSERT ... ON CONFLICT DO NOTHING against a partial
+ * unique index over the keys still waiting, so a key already queued, in
+ * flight or waiting for credits is not queued twice.  The worker is woken
+ * when the enqueueing transaction commits, not before (it could not see
+ * the rows yet) and not at all if it rolls back.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "enrich.h"
+
+PG_FUNCTION_INFO_V1(enqueue_company);
+PG_FUNCTION_INFO_V1(enqueue_lead);
+PG_FUNCTION_INFO_V1(enrich_wait);
+
+static SPIPlanPtr enqueue_plan = NULL;
+static SPIPlanPtr pending_plan = NULL;
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+/* Sets the worker's latch once the enqueueing transaction has committed. */
+static void
+queue_xact_callback(XactEvent event, void *arg)
+{
+	if (!wake_at_commit)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		enrich_wake_worker();
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		wake_at_commit = false;
+}
+
+/* Asks for the worker to be woken when this transaction commits. */
+void
+enrich_queue_wake_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(queue_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/*
+ * Raises 55000 unless a worker serves this database: queued work would
+ * otherwise wait for ever.
+ */
+void
+enrich_require_worker(void)
+{
+	Oid			db;
+
+	enrich_require_shared("the queue");
+	LWLockAcquire(enrich_shared->lock, LW_SHARED);
+	db = enrich_shared->worker_proc ? enrich_shared->worker_db : InvalidOid;
+	LWLockRelease(enrich_shared->lock);
+	if (db != MyDatabaseId)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the enrich background worker is not running for this database"),
+				 errdetail("enrich.database_name is \"%s\".", enrich_database_name),
+				 errhint("Set enrich.database_name to this database and restart the server, or check the server log for why the worker stopped.")));
+}
+
+/*
+ * Queues a normalised key and returns the id of its waiting item: a new
+ * one, or the one already queued, in flight or waiting for credits.
+ * Runs as the extension owner; the caller is connected to SPI.
+ */
+int64
+enrich_queue_add(EnrichKind kind, const char *key)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2];
+	bool		isnull;
+	int			rc;
+
+	if (enqueue_plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(
+			"WITH ins AS ("
+			" INSERT INTO enrich.queue (kind, key) VALUES ($1, $2)"
+			" ON CONFLICT (kind, key) WHERE status IN ('queued', 'in_flight', 'waiting_credits')"
+			" DO NOTHING RETURNING id)"
+			" SELECT id FROM ins"
+			" UNION ALL"
+			" SELECT id FROM enrich.queue"
+			"  WHERE kind OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+			"    AND status IN ('queued', 'in_flight', 'waiting_credits')"
+			" LIMIT 1", 2, types);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		enqueue_plan = p;
+	}
+	args[0] = CStringGetTextDatum(enrich_kind_name(kind));
+	args[1] = CStringGetTextDatum(key);
+	rc = SPI_execute_plan(enqueue_plan, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not queue key: %s", SPI_result_code_string(rc));
+	enrich_queue_wake_at_commit();
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* The shared body of the two enqueue functions. */
+static int64
+enqueue_one(EnrichKind kind, text *arg)
+{
+	char	   *input;
+	const char *reason;
+	char	   *key = enrich_normalize_text(kind, arg, &input, &reason);
+	Oid			save_userid;
+	int			save_sec;
+	int64		id;
+
+	if (key == NULL)
+		enrich_report_invalid(kind, input, reason);
+	enrich_require_worker();
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	id = enrich_queue_add(kind, key);
+	SPI_finish();
+	enrich_as_owner_end(save_userid, save_sec);
+	return id;
+}
+
+/* enrich.enqueue_company(domain text) RETURNS bigint */
+Datum
+enqueue_company(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(enqueue_one(ENRICH_COMPANY, PG_GETARG_TEXT_PP(0)));
+}
+
+/* enrich.enqueue_lead(linkedin_url text) RETURNS bigint */
+Datum
+enqueue_lead(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(enqueue_one(ENRICH_LEAD, PG_GETARG_TEXT_PP(0)));
+}
+
+/* Whether anything is queued or in flight (a fresh snapshot each time). */
+static bool
+queue_busy(void)
+{
+	Oid			save_userid;
+	int			save_sec;
+	bool		busy;
+	bool		isnull;
+
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (pending_plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare("SELECT EXISTS (SELECT 1 FROM enrich.queue"
+									" WHERE status IN ('queued', 'in_flight'))", 0, NULL);
+
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		pending_plan = p;
+	}
+	if (SPI_execute_plan(pending_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read enrich.queue");
+	busy = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	enrich_as_owner_end(save_userid, save_sec);
+	return busy;
+}
+
+/*
+ * enrich.wait(timeout interval DEFAULT '5 min') RETURNS boolean
+ *
+ * Blocks until nothing is queued or in flight (true) or the timeout passes
+ * (false).  (The C name avoids libc's wait().)  Items waiting for credits do not count: they wait for a budget,
+ * not for the worker.  Under REPEATABLE READ the queue would look frozen,
+ * so that isolation level is refused.
+ */
+Datum
+enrich_wait(PG_FUNCTION_ARGS)
+{
+	Interval   *iv = PG_GETARG_INTERVAL_P(0);
+	int64		us = iv->time + (int64) iv->day * USECS_PER_DAY +
+		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	TimestampTz end = GetCurrentTimestamp() + Max(us, 0);
+
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("enrich.wait() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Call it in its own READ COMMITTED transaction.")));
+	enrich_require_worker();
+	for (;;)
+	{
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!queue_busy())
+			PG_RETURN_BOOL(true);
+		now = GetCurrentTimestamp();
+		if (now >= end)
+			PG_RETURN_BOOL(false);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(50, (end - now) / 1000 + 1), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

@@ -1,0 +1,427 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared state: rate limits, credit budgets, pauses and statistics.
+ *
+ * Every session and the background worker draw on one rate limit and one
+ * credit budget per provider, so that no request is sent that the budget
+ * cannot pay for, under any concurrency: a request reserves a credit here
+ * before it is sent and settles it when the answer is in.  The state lives
+ * in shared memory requested at postmaster start, which needs
+ * shared_preload_libraries = 'enrich'; without it enrich_shared is NULL,
+ * the synchronous functions run without budgets or shared limits, and the
+ * functions that need them raise 55000.
+ *
+ * Limits are kept in the tables enrich.rate_limits and
+ * enrich.credit_limits and loaded into shared memory on first use; the
+ * credits used in the current period are written back by the worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "enrich.h"
+
+EnrichShared *enrich_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Asks the postmaster for our shared memory and lock. */
+static void
+enrich_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(EnrichShared)));
+	RequestNamedLWLockTranche("enrich", 1);
+}
+
+/* Creates (or attaches to) the shared state. */
+static void
+enrich_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	enrich_shared = ShmemInitStruct("enrich", sizeof(EnrichShared), &found);
+	if (!found)
+	{
+		memset(enrich_shared, 0, sizeof(EnrichShared));
+		enrich_shared->lock = &(GetNamedLWLockTranche("enrich"))->lock;
+		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		{
+			EnrichProviderShared *p = &enrich_shared->prov[k];
+
+			p->credit_limit = -1;
+			p->provider_balance = -1;
+			p->rl_remaining = -1;
+			for (int s = 0; s < ENRICH_NUM_STATS; s++)
+				pg_atomic_init_u64(&p->stats[s], 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Installs the shared memory hooks; called from _PG_init when preloaded. */
+void
+enrich_shmem_init(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = enrich_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = enrich_shmem_startup;
+}
+
+/* Raises 55000 unless the library was preloaded. */
+void
+enrich_require_shared(const char *what)
+{
+	if (enrich_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s needs enrich in shared_preload_libraries", what),
+				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/* Adds to a statistics counter (lock-free; a no-op when not preloaded). */
+void
+enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n)
+{
+	if (enrich_shared)
+		pg_atomic_fetch_add_u64(&enrich_shared->prov[kind].stats[stat], n);
+}
+
+/* Sets the worker's latch, if a worker runs.  Never throws. */
+void
+enrich_wake_worker(void)
+{
+	PGPROC	   *proc;
+
+	if (enrich_shared == NULL)
+		return;
+	proc = (PGPROC *) enrich_shared->worker_proc;
+	if (proc != NULL)
+		SetLatch(&proc->procLatch);
+}
+
+/* Moves the credit period forward if it has ended.  Caller holds the lock. */
+static void
+roll_period(EnrichProviderShared *p, TimestampTz now)
+{
+	if (p->credit_limit < 0 || p->credit_period_us <= 0)
+		return;
+	if (now >= p->period_start + p->credit_period_us)
+	{
+		int64		n = (now - p->period_start) / p->credit_period_us;
+
+		p->period_start += n * p->credit_period_us;
+		p->credits_used = 0;
+		p->usage_dirty = true;
+	}
+}
+
+/* Credits that may still be reserved now; -1 means no limit. */
+static int64
+credits_left(EnrichProviderShared *p)
+{
+	if (p->credit_limit < 0)
+		return -1;
+	return Max(p->credit_limit - p->credits_used - p->credits_reserved, 0);
+}
+
+/*
+ * Reserves one credit for a request about to be sent; false when the budget
+ * cannot pay for it.  Always true without a budget or shared memory.
+ */
+bool
+enrich_credit_reserve(EnrichKind kind)
+{
+	EnrichProviderShared *p;
+	bool		ok;
+
+	if (enrich_shared == NULL)
+		return true;
+	enrich_limits_load();
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	roll_period(p, GetCurrentTimestamp());
+	ok = (credits_left(p) != 0);
+	if (ok)
+		p->credits_reserved++;
+	LWLockRelease(enrich_shared->lock);
+	return ok;
+}
+
+/* Credits that may be reserved now (INT64_MAX without a limit). */
+int64
+enrich_credit_available(EnrichKind kind)
+{
+	EnrichProviderShared *p;
+	int64		left;
+
+	if (enrich_shared == NULL)
+		return PG_INT64_MAX;
+	enrich_limits_load();
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	roll_period(p, GetCurrentTimestamp());
+	left = credits_left(p);
+	LWLockRelease(enrich_shared->lock);
+	return left < 0 ? PG_INT64_MAX : left;
+}
+
+/*
+ * Settles a reservation: a charged answer uses the credit, anything else
+ * gives it back.  Records the provider's reported balance when known.
+ */
+void
+enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance)
+{
+	EnrichProviderShared *p;
+
+	if (charged)
+		enrich_stat_add(kind, STAT_CREDITS, 1);
+	if (enrich_shared == NULL)
+		return;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (reserved && p->credits_reserved > 0)
+		p->credits_reserved--;
+	if (charged)
+	{
+		p->credits_used++;
+		p->credits_total++;
+		p->usage_dirty = true;
+	}
+	if (balance >= 0)
+		p->provider_balance = balance;
+	LWLockRelease(enrich_shared->lock);
+}
+
+/*
+ * Asks to send one request now.  Returns 0 and counts the request in
+ * flight when the provider's rate limit, concurrency cap and pauses allow;
+ * otherwise the milliseconds to wait before asking again (and *why).
+ * `probe_ok` lets the caller send the single probe a credit pause allows.
+ */
+int64
+enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
+{
+	EnrichProviderShared *p;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		wait_ms = 0;
+
+	*why = PAUSE_NONE;
+	if (enrich_shared == NULL)
+		return 0;
+	enrich_limits_load();
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+
+	if (p->paused_until > now &&
+		(honour_pauses || p->pause_reason == PAUSE_RATE))
+	{
+		*why = p->pause_reason;
+		wait_ms = (p->paused_until - now) / 1000 + 1;
+	}
+	else if (p->pause_reason == PAUSE_CREDITS && honour_pauses && p->in_flight > 0)
+	{
+		/* a credit pause ended: one probe at a time until one succeeds */
+		*why = PAUSE_CREDITS;
+		wait_ms = 1000;
+	}
+	else if (p->rate_max_concurrency > 0 && p->in_flight >= p->rate_max_concurrency)
+	{
+		*why = PAUSE_CONCURRENCY;
+		wait_ms = 5;
+	}
+	else if (p->rate_requests > 0)
+	{
+		double		rate = (double) p->rate_requests / ((double) p->rate_per_us);
+		double		burst = p->rate_requests;
+
+		/* token bucket: refill since the last look, at most a burst */
+		if (p->tokens_at == 0)
+			p->tokens = burst;
+		else
+			p->tokens = Min(burst, p->tokens + (now - p->tokens_at) * rate);
+		p->tokens_at = now;
+		if (p->tokens < 1.0)
+		{
+			*why = PAUSE_RATE;
+			wait_ms = (int64) ceil((1.0 - p->tokens) / rate / 1000.0);
+		}
+		else
+			p->tokens -= 1.0;
+	}
+	if (wait_ms == 0)
+		p->in_flight++;
+	LWLockRelease(enrich_shared->lock);
+	if (wait_ms > 0 && *why != PAUSE_CONCURRENCY)
+		enrich_stat_add(kind, STAT_RATE_WAITS, 1);
+	return wait_ms;
+}
+
+/* A request counted by enrich_rate_acquire has finished. */
+void
+enrich_rate_release(EnrichKind kind)
+{
+	EnrichProviderShared *p;
+
+	if (enrich_shared == NULL)
+		return;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (p->in_flight > 0)
+		p->in_flight--;
+	LWLockRelease(enrich_shared->lock);
+}
+
+/* Pauses a provider until `until` for a reason (a longer pause wins). */
+void
+enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until)
+{
+	EnrichProviderShared *p;
+
+	if (enrich_shared == NULL)
+		return;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (until > p->paused_until || reason != p->pause_reason)
+	{
+		p->paused_until = Max(until, p->paused_until);
+		p->pause_reason = reason;
+	}
+	LWLockRelease(enrich_shared->lock);
+}
+
+/* Lifts a pause of the given reason (PAUSE_NONE: any). */
+void
+enrich_unpause(EnrichKind kind, EnrichPause reason)
+{
+	EnrichProviderShared *p;
+
+	if (enrich_shared == NULL)
+		return;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (reason == PAUSE_NONE || p->pause_reason == reason)
+	{
+		p->paused_until = 0;
+		p->pause_reason = PAUSE_NONE;
+	}
+	LWLockRelease(enrich_shared->lock);
+}
+
+/* The current pause of a provider, if any (and until when). */
+EnrichPause
+enrich_paused(EnrichKind kind, TimestampTz *until)
+{
+	EnrichProviderShared *p;
+	EnrichPause r;
+
+	*until = 0;
+	if (enrich_shared == NULL)
+		return PAUSE_NONE;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_SHARED);
+	r = p->pause_reason;
+	*until = p->paused_until;
+	LWLockRelease(enrich_shared->lock);
+	return r;
+}
+
+/*
+ * Learns from a finished try: X-RateLimit-Remaining = 0 pauses the
+ * provider until X-RateLimit-Reset; a 429 until Retry-After (or Reset, or a
+ * growing backoff); the remaining header values are kept for the views.
+ */
+void
+enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcome *out)
+{
+	EnrichProviderShared *p;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz reset_at = 0;
+
+	if (enrich_shared == NULL)
+		return;
+	p = &enrich_shared->prov[kind];
+	if (t->rl_reset >= 0)
+		reset_at = (t->rl_reset < 1000000000) ?
+			TimestampTzPlusMilliseconds(now, t->rl_reset * 1000) :
+			time_t_to_timestamptz((pg_time_t) t->rl_reset);
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (t->rl_limit >= 0)
+		p->rl_limit = t->rl_limit;
+	if (t->rl_remaining >= 0)
+	{
+		p->rl_remaining = t->rl_remaining;
+		p->rl_reset = reset_at;
+	}
+	LWLockRelease(enrich_shared->lock);
+
+	if (out->kind == OUTCOME_RATE_LIMITED)
+	{
+		int64		ms = out->retry_after_ms;
+
+		if (ms < 0)
+			ms = enrich_backoff_ms(++p->rate_strikes);
+		enrich_pause(kind, PAUSE_RATE, TimestampTzPlusMilliseconds(now, Max(ms, 100)));
+	}
+	else
+	{
+		p->rate_strikes = 0;
+		if (t->rl_remaining == 0 && reset_at > now)
+			enrich_pause(kind, PAUSE_RATE, reset_at);
+	}
+}
+
+/*
+ * How many of `want` requests to a provider could start now, by its pause,
+ * concurrency cap and rate limit (nothing is taken).  The worker claims no
+ * more queue items than this.
+ */
+int
+enrich_rate_allowance(EnrichKind kind, int want)
+{
+	EnrichProviderShared *p;
+	TimestampTz now = GetCurrentTimestamp();
+	int			n = want;
+
+	if (enrich_shared == NULL)
+		return want;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_SHARED);
+	if (p->paused_until > now)
+		n = 0;
+	else if (p->pause_reason == PAUSE_CREDITS)
+		n = (p->in_flight == 0) ? Min(n, 1) : 0;
+	if (p->rate_max_concurrency > 0)
+		n = Min(n, p->rate_max_concurrency - p->in_flight);
+	if (p->rate_requests > 0 && p->tokens_at != 0)
+	{
+		double		rate = (double) p->rate_requests / ((double) p->rate_per_us);
+		double		tokens = Min((double) p->rate_requests,
+								 p->tokens + (now - p->tokens_at) * rate);
+
+		n = Min(n, (int) Max(tokens, 1.0));
+	}
+	else if (p->rate_requests > 0)
+		n = Min(n, p->rate_requests);
+	LWLockRelease(enrich_shared->lock);
+	return Max(n, 0);
+}
