@@ -162,6 +162,11 @@ CREATE FUNCTION enrich.set_credit_limit(provider text, credits bigint, per inter
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enrich.set_credit_limit(text, bigint, interval) IS 'at most credits per period (NULL credits: no limit; NULL per: a total from now on)';
 
+CREATE FUNCTION enrich.resume(provider text) RETURNS void
+    AS 'MODULE_PATHNAME', 'resume'
+    LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION enrich.resume(text) IS 'lift a pause of a provider (after a 429, a 402 or a rejected key) now';
+
 CREATE FUNCTION enrich.credit_status(
     OUT provider text, OUT credit_limit bigint, OUT period interval, OUT used bigint,
     OUT remaining bigint, OUT reserved bigint, OUT provider_balance bigint, OUT resets_at timestamptz)
@@ -197,6 +202,7 @@ COMMENT ON FUNCTION enrich.estimate_credits(text, text[]) IS 'credits enriching 
 REVOKE EXECUTE ON FUNCTION
     public.enrich_companies(text[]), public.enrich_leads(text[]),
     enrich.enqueue_company(text), enrich.enqueue_lead(text),
-    enrich.set_rate_limit(text, int, interval, int), enrich.set_credit_limit(text, bigint, interval)
+    enrich.set_rate_limit(text, int, interval, int), enrich.set_credit_limit(text, bigint, interval),
+    enrich.resume(text)
     FROM PUBLIC;
 GRANT SELECT ON enrich.credits, enrich.stats TO PUBLIC;

@@ -31,7 +31,6 @@ INSERT INTO fault_cases VALUES
   ('leadlex', '{"kind": "status", "status": 401, "code": "invalid_key"}', 'auth-401.com', ''),
   ('leadlex', '{"kind": "status", "status": 403, "code": "insufficient_permissions"}', 'auth-403.com', ''),
   ('leadlex', '{"kind": "status", "status": 402, "code": "insufficient_credits"}', 'credits-402.com', ''),
-  ('leadlex', '{"kind": "status", "status": 429, "code": "rate_limited", "retry_after": 60}', 'limited-429.com', ''),
   ('leadlex', '{"kind": "status", "status": 400, "code": "validation_error"}', 'bad-400.com', ''),
   ('leadlex', '{"kind": "malformed_json"}', 'malformed.com', ''),
   ('leadlex', '{"kind": "truncated_json"}', 'truncated.com', ''),
@@ -47,7 +46,6 @@ INSERT INTO fault_cases VALUES
   ('slintel', '{"kind": "status", "status": 503}', 'down-503', 'SET enrich.max_attempts = 2'),
   ('slintel', '{"kind": "status", "status": 401, "code": "unauthorized"}', 'auth-401', ''),
   ('slintel', '{"kind": "status", "status": 402, "code": "insufficient_credits"}', 'credits-402', ''),
-  ('slintel', '{"kind": "status", "status": 429, "retry_after": 60}', 'limited-429', ''),
   ('slintel', '{"kind": "malformed_json"}', 'malformed', ''),
   ('slintel', '{"kind": "huge_body", "bytes": 20000000}', 'huge', ''),
   ('slintel', '{"kind": "invalid_utf8"}', 'badutf8', ''),
@@ -70,6 +68,18 @@ SELECT ledger(:'ledger', 'charged', 'leadlex', 'wbk_test_key') AS leadlex_charge
        ledger(:'ledger', 'charged', 'slintel', 'sl_test_key') AS slintel_charged,
        ledger(:'ledger', 'requests_by_input', 'leadlex', 'down-503.com') AS tries_503,
        ledger(:'ledger', 'requests_by_input', 'leadlex', 'auth-401.com') AS tries_401;
+
+-- a 429 asking for a wait past the request timeout fails at once, and
+-- pauses the provider for everyone until then (enrich.resume lifts it)
+\! "$EMU_CTL" control '{"faults": [{"provider": "leadlex", "kind": "status", "status": 429, "code": "rate_limited", "retry_after": 60, "match": "limited-429"}, {"provider": "slintel", "kind": "status", "status": 429, "retry_after": 60, "match": "limited-429"}]}'
+SELECT try('SELECT enrich_company(''limited-429.com'')') AS leadlex_429;
+SELECT try('SELECT enrich_lead(''linkedin.com/in/limited-429'')') AS slintel_429;
+SELECT provider, pause_reason, paused_until > now() + interval '50 s' AS paused_for_a_minute FROM enrich.stats ORDER BY 1;
+SELECT try('SELECT enrich_company(''other-while-paused.com'')') AS while_paused;
+SELECT enrich.resume('leadlex'), enrich.resume('slintel');
+SELECT provider, pause_reason FROM enrich.stats ORDER BY 1;
+\set ledger `"$EMU_CTL" ledger`
+SELECT ledger(:'ledger', 'requests_by_input', 'leadlex', 'other-while-paused.com') AS sent_while_paused;
 
 -- a 429 that asks for a short wait is waited out
 \! "$EMU_CTL" control '{"faults": [{"provider": "leadlex", "kind": "status", "status": 429, "retry_after": 1, "count": 1, "match": "wait-429"}]}'

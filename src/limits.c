@@ -31,6 +31,7 @@ PG_FUNCTION_INFO_V1(set_rate_limit);
 PG_FUNCTION_INFO_V1(set_credit_limit);
 PG_FUNCTION_INFO_V1(credit_status);
 PG_FUNCTION_INFO_V1(provider_stats);
+PG_FUNCTION_INFO_V1(resume);
 
 static const char *const provider_keys[ENRICH_NUM_KINDS] = {"leadlex", "slintel"};
 
@@ -442,4 +443,22 @@ provider_stats(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * enrich.resume(provider text) RETURNS void
+ *
+ * Lifts a pause of the provider (after a 429, a 402 or a rejected key)
+ * at once, for a DBA who knows the cause is gone, and wakes the worker.
+ */
+Datum
+resume(PG_FUNCTION_ARGS)
+{
+	EnrichKind	kind = provider_arg(PG_GETARG_TEXT_PP(0));
+
+	enrich_require_shared("enrich.resume");
+	require_limit_privilege("resume");
+	enrich_unpause(kind, PAUSE_NONE);
+	enrich_wake_worker();
+	PG_RETURN_VOID();
 }
