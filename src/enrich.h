@@ -64,6 +64,7 @@ extern int	enrich_connect_timeout; /* milliseconds */
 extern int	enrich_request_timeout; /* milliseconds */
 extern int	enrich_max_attempts;
 extern int	enrich_max_response_size;	/* kilobytes */
+extern bool enrich_keep_alive;
 
 extern void enrich_define_gucs(void);
 

@@ -29,6 +29,7 @@ int			enrich_connect_timeout = 5000;
 int			enrich_request_timeout = 30000;
 int			enrich_max_attempts = 5;
 int			enrich_max_response_size = 8 * 1024;
+bool		enrich_keep_alive = true;
 
 /* Base URLs must be absolute http or https URLs without credentials. */
 static bool
@@ -166,6 +167,14 @@ enrich_define_gucs(void)
 							8 * 1024, 1, 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("enrich.keep_alive",
+							 "Keeps provider connections open across requests.",
+							 "Off opens a new connection for every request (for comparison only).",
+							 &enrich_keep_alive,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enrich");
 }

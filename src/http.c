@@ -268,6 +268,11 @@ set_common_options(EnrichTransfer *t)
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->body_limit);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	if (!enrich_keep_alive)
+	{
+		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+	}
 }
 
 /*
