@@ -55,8 +55,13 @@ ledger
 echo "== a lead from its LinkedIn URL"
 "${PSQL[@]}" -c "SELECT enrich_lead('http://www.linkedin.com/in/deepak-anchala-0043707')->>'name' AS name, enrich_lead('linkedin.com/in/deepak-anchala-0043707')->>'lead_title' AS title;"
 ledger
+echo "== the background worker: queue 100 companies, wait for them"
+"${PSQL[@]}" -c "SELECT count(enrich.enqueue_company(format('demo-%s.com', g))) AS queued FROM generate_series(1, 100) g;" \
+             -c "SELECT enrich.wait('1 min') AS all_done;" \
+             -c "SELECT status, count(*) FROM enrich.queue GROUP BY status;"
+ledger
 echo "== what the cache holds"
-"${PSQL[@]}" -c "SELECT domain, result->>'name' AS name, source, confidence, fetched_at FROM enrich.companies;"
+"${PSQL[@]}" -c "SELECT domain, result->>'name' AS name, source, confidence, fetched_at FROM enrich.companies ORDER BY fetched_at LIMIT 3;"
 echo
 echo "The demo cluster is running. Connect with:"
 echo "  psql -h $PGHOST -p $PGPORT -U postgres"
