@@ -112,20 +112,29 @@ batch_prepare(EnrichKind kind, ArrayType *arr, BatchInput *in)
 	}
 }
 
-/* Answers keys from the cache or the spool; the rest become jobs. */
+/*
+ * Answers keys from the cache or the spool; the rest become jobs, in the
+ * order of their first input (so a budget runs out at the same place
+ * every time).
+ */
 static EnrichJob *
 batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 {
 	EnrichJob  *jobs = palloc0(sizeof(EnrichJob) * Max(in->ndistinct, 1));
-	HASH_SEQ_STATUS seq;
 	KeyState   *ks;
 	EnrichSpooled sp;
 
 	*njobs = 0;
-	hash_seq_init(&seq, in->distinct);
-	while ((ks = hash_seq_search(&seq)) != NULL)
+	for (int i = 0; i < in->n; i++)
 	{
-		EnrichCacheState st = enrich_cache_lookup(kind, ks->key, &ks->result);
+		EnrichCacheState st;
+
+		if (in->keys[i] == NULL)
+			continue;
+		ks = hash_search(in->distinct, &in->keys[i], HASH_FIND, NULL);
+		if (ks->status != NULL || ks->job >= 0)
+			continue;
+		st = enrich_cache_lookup(kind, ks->key, &ks->result);
 
 		if (st == CACHE_MISS && enrich_spool_find(kind, ks->key, &sp) &&
 			enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))

@@ -306,7 +306,14 @@ extern EnrichShared *enrich_shared;
 extern void enrich_shmem_init(void);
 extern void enrich_require_shared(const char *what);
 extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
-extern bool enrich_credit_reserve(EnrichKind kind);
+typedef enum EnrichReserve
+{
+	RESERVE_OK,
+	RESERVE_WAIT,				/* all reserved by requests in flight */
+	RESERVE_NONE,				/* spent */
+} EnrichReserve;
+
+extern EnrichReserve enrich_credit_reserve(EnrichKind kind);
 extern int64 enrich_credit_available(EnrichKind kind);
 extern void enrich_credit_settle(EnrichKind kind, bool reserved, bool charged,
 								 int64 balance);

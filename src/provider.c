@@ -487,7 +487,15 @@ enrich_job_try_start(EnrichJob *job)
 
 	if (!job->reserved)
 	{
-		if (!enrich_credit_reserve(job->kind))
+		EnrichReserve r = enrich_credit_reserve(job->kind);
+
+		if (r == RESERVE_WAIT)
+		{
+			/* a request in flight may yet give its credit back */
+			job->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10);
+			return false;
+		}
+		if (r == RESERVE_NONE)
 		{
 			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
 						 psprintf("the credit budget for %s is spent", prov),

@@ -144,26 +144,32 @@ credits_left(EnrichProviderShared *p)
 }
 
 /*
- * Reserves one credit for a request about to be sent; false when the budget
- * cannot pay for it.  Always true without a budget or shared memory.
+ * Reserves one credit for a request about to be sent.  RESERVE_WAIT means
+ * the budget is fully reserved by requests in flight, some of which may
+ * give their credit back (a no match, a failure); RESERVE_NONE that it is
+ * spent.  Always RESERVE_OK without a budget or shared memory.
  */
-bool
+EnrichReserve
 enrich_credit_reserve(EnrichKind kind)
 {
 	EnrichProviderShared *p;
-	bool		ok;
+	EnrichReserve r;
 
 	if (enrich_shared == NULL)
-		return true;
+		return RESERVE_OK;
 	enrich_limits_load();
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 	roll_period(p, GetCurrentTimestamp());
-	ok = (credits_left(p) != 0);
-	if (ok)
+	if (credits_left(p) != 0)
+	{
 		p->credits_reserved++;
+		r = RESERVE_OK;
+	}
+	else
+		r = p->credits_reserved > 0 ? RESERVE_WAIT : RESERVE_NONE;
 	LWLockRelease(enrich_shared->lock);
-	return ok;
+	return r;
 }
 
 /* Credits that may be reserved now (INT64_MAX without a limit). */

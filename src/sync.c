@@ -108,7 +108,10 @@ enrich_one(EnrichKind kind, text *input)
 		enrich_report_invalid(kind, in, reason);
 
 	if (enrich_cache_lookup(kind, key, &result) != CACHE_MISS)
+	{
+		enrich_stat_add(kind, STAT_CACHE_HITS, 1);
 		return result;
+	}
 
 	enrich_require_key(kind);
 

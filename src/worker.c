@@ -333,9 +333,22 @@ claim(EnrichKind kind, int limit)
 		int			attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
 		Jsonb	   *cached;
 		EnrichCacheState st = enrich_cache_lookup(kind, key, &cached);
+		EnrichSpooled sp;
 		Slot	   *s;
 		MemoryContext old;
 
+		/* a session may have just paid for it: never buy it twice */
+		if (st == CACHE_MISS && enrich_spool_find(kind, key, &sp) &&
+			enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
+		{
+			if (!sp.owner_running)
+			{
+				enrich_cache_store_at(kind, key, &sp.out, sp.fetched_at);
+				/* the spool file goes at commit: make the commit durable */
+				SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+			}
+			st = sp.out.kind == OUTCOME_MATCH ? CACHE_HIT : CACHE_NO_MATCH;
+		}
 		if (st != CACHE_MISS)
 		{
 			enrich_stat_add(kind, STAT_CACHE_HITS, 1);

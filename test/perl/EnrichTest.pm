@@ -16,7 +16,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(start_emulator emu_control emu_ledger enrich_node root_dir);
+our @EXPORT = qw(start_emulator emu_control emu_ledger enrich_node root_dir
+  poll_until sqlstate_of worker_pid set_conf);
 
 my $root = $ENV{ENRICH_ROOT} // dirname(dirname(dirname(__FILE__)));
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -86,6 +87,43 @@ CONF
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
 	return $node;
+}
+
+# Polls $query in database postgres until it returns $expected (default
+# 't'), for at most $secs seconds (default 60); true when it did.
+sub poll_until
+{
+	my ($node, $query, $expected, $secs) = @_;
+	local $PostgreSQL::Test::Utils::timeout_default = $secs // 60;
+	return $node->poll_query_until('postgres', $query, $expected);
+}
+
+# The SQLSTATE of the error $sql raises in $db, or '' when it succeeds.
+sub sqlstate_of
+{
+	my ($node, $db, $sql) = @_;
+	my ($rc, $out, $err) = $node->psql($db, $sql, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	return $err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '';
+}
+
+# The pid of the enrich worker ('' when there is none).
+sub worker_pid
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
+}
+
+# ALTER SYSTEM SET each name => value, then reload and give the worker a
+# moment to take the new settings in (its reload is not observable).
+sub set_conf
+{
+	my ($node, %settings) = @_;
+	my $sql = '';
+	$sql .= "ALTER SYSTEM SET $_ = '$settings{$_}';\n" for sort keys %settings;
+	$node->safe_psql('postgres', $sql . 'SELECT pg_reload_conf();');
+	select(undef, undef, undef, 0.5);
+	return;
 }
 
 1;

@@ -1,0 +1,447 @@
+#!/usr/bin/env bash
+# test/bench/run.sh: the benchmarks of enrich.
+#
+# Builds and installs the extension, starts a throwaway cluster (run by the
+# user postgres, the worker preloaded) and the bundled provider emulator over
+# loopback HTTPS, and prints figures with ratios against a baseline measured
+# in the same run.  Benchmarks, not tests: no figure passes or fails on speed.
+# The exit status is non-zero only if something breaks functionally (a drain
+# that does not finish, a wrong count, a cache hit that calls the provider).
+#
+#   bash test/bench/run.sh                 everything (about 5 minutes)
+#   bash test/bench/run.sh sync worker     a subset: emu sync worker batch
+#
+# Environment: BENCH_SECONDS (pgbench run length, default 10), BENCH_KEEP=1
+# (keep the scratch directory).  A full run writes test/bench/results.md.
+set -uo pipefail
+. "$(dirname "$0")/../../scripts/lib.sh"
+
+BENCH=$ROOT/test/bench
+SECS=${BENCH_SECONDS:-10}
+ALL_SECTIONS="emu sync worker batch"
+NCPU=$(nproc)
+T_START=$(date +%s)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "run.sh: run me as root (it installs the extension and runs the cluster as postgres)" >&2
+  exit 2
+fi
+SECTIONS=${*:-$ALL_SECTIONS}
+for s in $SECTIONS; do
+  case " $ALL_SECTIONS " in *" $s "*) ;; *) echo "run.sh: unknown section '$s' (sections: $ALL_SECTIONS)" >&2; exit 2 ;; esac
+done
+want() { case " $SECTIONS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+FAILURES=()
+ROWS=()
+fail() { FAILURES+=("$1"); echo "  FAIL: $1"; }
+say() { printf '%s\n' "$*"; }
+# A row of the summary table: figure | measured | baseline or limit | ratio | goal | notes
+row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }
+# Arithmetic on decimals: calc 'a / b' [printf format]
+calc() { awk "BEGIN { printf \"${2:-%.0f}\", $1 }"; }
+
+# ---------------------------------------------------------------- set-up
+say "== build and install"
+if ! { make -C "$ROOT" -s && make -C "$ROOT" -s install; } >/tmp/enrich-bench-build.$$ 2>&1; then
+  cat /tmp/enrich-bench-build.$$; rm -f /tmp/enrich-bench-build.$$
+  echo "run.sh: build failed" >&2; exit 1
+fi
+rm -f /tmp/enrich-bench-build.$$
+
+WORK=$(make_workdir bench)
+cleanup() {
+  stop_cluster "$WORK"
+  stop_emulator "$WORK"
+  if [ "${BENCH_KEEP:-0}" = 1 ] || [ ${#FAILURES[@]} -gt 0 ]; then
+    echo "scratch directory kept: $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_emulator "$WORK"
+EMU_PID=$(perl -MJSON::PP -e 'local $/; print decode_json(<>)->{pid}' "$WORK/emu/ports.json")
+start_cluster "$WORK" || { echo "run.sh: the cluster did not start" >&2; exit 1; }
+PSQL=(psql -X -q -At -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U postgres -d postgres)
+
+# One statement (or psql options and statements); prints the result.
+q() { "${PSQL[@]}" -c "$@"; }
+# Times statements with \timing: sets QT_OUT (result rows) and QT_SECS (the last statement).
+qt() {
+  local out
+  out=$("${PSQL[@]}" -c '\timing on' "$@" 2>&1) || { printf '%s\n' "$out" >&2; QT_OUT=; QT_SECS=0; return 1; }
+  QT_SECS=$(awk '/^Time: /{t=$2} END{printf "%.6f", t/1000}' <<<"$out")
+  QT_OUT=$(grep -v '^Time: ' <<<"$out")
+}
+emu_ctl() { curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d "$1" "$EMU_URL/_control" || fail "emulator control $1"; }
+ledger_reset() { curl -sf -o /dev/null -X POST "$EMU_URL/_ledger/reset" || fail "emulator ledger reset"; }
+# Prints ledger members given as dotted paths (peak_concurrency.leadlex), space-separated.
+ledger_get() {
+  curl -sf "$EMU_URL/_ledger" | perl -MJSON::PP -e '
+    local $/; my $l = decode_json(<STDIN>); my @o;
+    for my $p (@ARGV) { my $v = $l; for my $k (split /\./, $p) { $v = ref $v eq "HASH" ? $v->{$k} : undef } push @o, $v // 0 }
+    print "@o\n";' "$@"
+}
+set_latency() { emu_ctl "{\"latency_ms\": $1, \"latency_jitter_ms\": 0}"; }
+# enrich.max_concurrency is a sighup setting: ALTER SYSTEM and reload.
+set_conc() {
+  q "ALTER SYSTEM SET enrich.max_concurrency = $1" && q "SELECT pg_reload_conf()" >/dev/null
+  sleep 0.5
+}
+worker_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'"; }
+# Terminates the worker and waits for the postmaster to start a fresh one.
+restart_worker() {
+  local old new i
+  old=$(worker_pid)
+  q "SELECT pg_terminate_backend($old)" >/dev/null
+  for i in $(seq 1 100); do
+    new=$(worker_pid)
+    if [ -n "$new" ] && [ "$new" != "$old" ]; then sleep 1; return 0; fi
+    sleep 0.1
+  done
+  fail "the worker was not restarted after pg_terminate_backend"
+  return 1
+}
+# Memory of a process in kB: RssAnon Private_Dirty Pss VmRSS VmHWM RssShmem
+mem_sample() {
+  perl -e '
+    my %m; for my $f ("/proc/$ARGV[0]/status", "/proc/$ARGV[0]/smaps_rollup") {
+      open my $h, "<", $f or die "$f: $!"; while (<$h>) { $m{$1} = $2 if /^(\w+):\s+(\d+) kB/ } }
+    print join(" ", map { $m{$_} // 0 } qw(RssAnon Private_Dirty Pss VmRSS VmHWM RssShmem)), "\n";' "$1"
+}
+
+# CPU accounting between two snapshots, as % of one core: the worker, the
+# rest of the cluster (backends that exited included, through the
+# postmaster's cutime), the emulator, and the whole machine.
+cpu_snap() {
+  perl -e '
+    sub ticks { my ($p, $kids) = @_; open my $f, "<", "/proc/$p/stat" or return 0; my $s = <$f>;
+      $s =~ s/^.*\) //; my @f = split / /, $s; return $f[11] + $f[12] + ($kids ? $f[13] + $f[14] : 0) }
+    my ($w, $pm, $emu) = @ARGV; my $pg = ticks($pm, 1);
+    opendir my $d, "/proc"; for my $p (grep /^\d+$/, readdir $d) {
+      next if $p == $w; open my $f, "<", "/proc/$p/stat" or next; my $s = <$f>; $s =~ s/^.*\) //;
+      my @f = split / /, $s; $pg += $f[11] + $f[12] if $f[1] == $pm }
+    open my $st, "<", "/proc/stat"; my @c = split " ", scalar <$st>; shift @c;
+    my $tot = 0; $tot += $_ for @c[0..7];
+    print join(" ", ticks($w, 0), $pg, ticks($emu, 0), $tot - $c[3] - $c[4], $tot), "\n";' \
+    "$(worker_pid)" "$(head -1 "$WORK/data/postmaster.pid")" "$EMU_PID"
+}
+CPU_A=
+cpu_begin() { CPU_A=$(cpu_snap); }
+# Prints the split since cpu_begin and sets CPU_NOTE for the summary.
+cpu_end() {
+  local b
+  b=$(cpu_snap)
+  read -r CPU_W CPU_PG CPU_EMU CPU_BUSY CPU_REST <<<"$(awk -v n="$NCPU" -v a="$CPU_A" -v b="$b" 'BEGIN {
+    split(a, x, " "); split(b, y, " "); wall = (y[5] - x[5]) / n; if (wall <= 0) wall = 1;
+    w = (y[1]-x[1]) / wall * 100; pg = (y[2]-x[2]) / wall * 100; e = (y[3]-x[3]) / wall * 100;
+    busy = (y[4]-x[4]) / wall * 100; r = busy - w - pg - e; if (r < 0) r = 0;
+    printf "%.0f %.0f %.0f %.0f %.0f", w, pg, e, busy, r }')"
+  say "  CPU, % of one core: worker $CPU_W, other postgres $CPU_PG, emulator $CPU_EMU, rest (clients, system) $CPU_REST; machine busy $CPU_BUSY of $((NCPU * 100))"
+  CPU_NOTE="CPU worker/pg/emu/rest ${CPU_W}/${CPU_PG}/${CPU_EMU}/${CPU_REST} %"
+}
+
+say "== cluster $PGHOST port $PGPORT, emulator https $EMU_HTTPS (pid $EMU_PID), scratch $WORK"
+q "CREATE EXTENSION enrich" || { echo "run.sh: CREATE EXTENSION failed" >&2; exit 1; }
+for i in $(seq 1 50); do [ -n "$(worker_pid)" ] && break; sleep 0.1; done
+[ -n "$(worker_pid)" ] || { echo "run.sh: the enrich worker is not running" >&2; exit 1; }
+
+# The emulator as the baseline instrument: no rate limit, no latency, a
+# balance and quota that never run out.
+emu_setup() {
+  emu_ctl '{"reset": true, "balance": {"wbk_test_key": 1000000000000}, "daily_quota": {"leadlex": 1000000000000}, "rate_limit": null, "latency_ms": 0, "latency_jitter_ms": 0}'
+}
+
+# ---------------------------------------------------------------- emu
+# The instrument first: its own throughput over the same HTTPS listener.
+bench_emu() {
+  local out rate errs
+  say
+  say "== 0. emulator throughput (test/provider/loadtest.js, HTTPS, LeadLex, 0 ms, 5 s)"
+  for mode in "HTTP/1.1 keep-alive, 64 connections|" "HTTP/2, one session, 64 streams|--h2"; do
+    local label=${mode%%|*} flag=${mode#*|}
+    cpu_begin
+    out=$(node "$ROOT/test/provider/loadtest.js" --url "https://localhost:$EMU_HTTPS" --ca "$EMU_CA" \
+      --provider leadlex --concurrency 64 --seconds 5 $flag 2>&1)
+    rate=$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' <<<"$out")
+    errs=$(sed -n 's/.*errors=\([0-9]*\).*/\1/p' <<<"$out")
+    say "  $label: ${rate:-?} req/s, errors ${errs:-?}"
+    cpu_end
+    [ -n "$rate" ] && [ "${errs:-1}" = 0 ] || fail "emulator load test ($label): $out"
+    row "emulator alone, $label" "$(calc "${rate:-0}") req/s" "" "" "≥ 5,000 req/s" "load generator on the same 2 cores; $CPU_NOTE"
+  done
+  emu_setup
+}
+
+# ---------------------------------------------------------------- sync
+bench_sync() {
+  local before after conn0 conn1 req0 req1 t tb th ratio
+  say
+  say "== 1. cache hits: enrich_company() against a plain indexed lookup of enrich.companies"
+  set_latency 0
+  set_conc 256
+  qt "SELECT status || ' ' || count(*) FROM enrich_companies(array(SELECT format('d%s.com', g) FROM generate_series(1, 10000) g)) GROUP BY status"
+  say "  cache filled with 10,000 domains through enrich_companies(): $QT_OUT ($(calc "10000 / $QT_SECS") req/s)"
+  [ "$QT_OUT" = "fetched 10000" ] || fail "filling the cache: expected 'fetched 10000', got '$QT_OUT'"
+  q "CREATE TABLE bench_list AS SELECT format('d%s.com', g) AS domain FROM generate_series(1, 10000) g; ANALYZE bench_list; VACUUM ANALYZE enrich.companies"
+  t=$(q "SELECT count(*) FROM enrich.companies WHERE domain LIKE 'd%.com' AND matched")
+  [ "$t" = 10000 ] || fail "enrich.companies holds $t of the 10,000 domains"
+
+  printf '\\set i random(1, 10000)\nSELECT enrich_company('"'"'d'"'"' || :i || '"'"'.com'"'"');\n' >"$WORK/hit.sql"
+  printf '\\set i random(1, 10000)\nSELECT result FROM enrich.companies WHERE domain = '"'"'d'"'"' || :i || '"'"'.com'"'"';\n' >"$WORK/base.sql"
+  chmod 644 "$WORK"/*.sql
+  pgb() {  # pgb script mode: sets PGB_TPS
+    local out
+    PGB_TPS=0
+    out=$(as_pg pgbench -n -h "$PGHOST" -p "$PGPORT" -U postgres -M "$2" -f "$1" -T "$SECS" -c 2 -j 2 postgres 2>&1) ||
+      { fail "pgbench $1 -M $2: $out"; return; }
+    grep -q 'number of failed transactions: [1-9]' <<<"$out" && fail "pgbench $1 -M $2 had failed transactions"
+    PGB_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+    [ -n "$PGB_TPS" ] || { fail "pgbench $1 -M $2 printed no tps"; PGB_TPS=0; }
+  }
+  req0=$(ledger_get requests.leadlex)
+  for mode in simple prepared; do
+    cpu_begin; pgb "$WORK/base.sql" $mode; tb=$PGB_TPS; cpu_end
+    cpu_begin; pgb "$WORK/hit.sql" $mode; th=$PGB_TPS; cpu_end
+    ratio=$(calc "$th / $tb" %.2f)
+    say "  pgbench -c 2 -j 2 -T $SECS -M $mode: enrich_company() $(calc "$th") calls/s, indexed SELECT $(calc "$tb") queries/s, ratio $ratio"
+    row "cache hit, one call per query (pgbench -M $mode, 2 clients)" "$(calc "$th") calls/s" "$(calc "$tb")/s indexed SELECT" "$ratio" "≥ 0.5" "enrich: $CPU_NOTE"
+  done
+
+  # one statement over 10,000 cached rows; best of 3
+  best() {  # best label sql expected: sets BEST, the best time in seconds
+    local i
+    BEST=0
+    for i in 1 2 3; do
+      qt "$2" || { fail "$1"; BEST=1; return; }
+      [ "$QT_OUT" = "$3" ] || fail "$1: expected $3, got '$QT_OUT'"
+      BEST=$(awk -v a="$BEST" -v c="$QT_SECS" 'BEGIN { print (a == 0 || c < a) ? c : a }')
+    done
+  }
+  local te tj tl
+  cpu_begin
+  best "count(enrich_company(domain))" "SELECT count(enrich_company(domain)) FROM bench_list" 10000; te=$BEST
+  cpu_end
+  best "join" "SELECT count(c.result) FROM bench_list l JOIN enrich.companies c ON c.domain = l.domain" 10000; tj=$BEST
+  best "lookup per row" "SELECT count((SELECT c.result FROM enrich.companies c WHERE c.domain = l.domain)) FROM bench_list l" 10000; tl=$BEST
+  say "  one statement, 10,000 cached rows (best of 3): count(enrich_company(domain)) $(calc "10000 / $te") rows/s ($(calc "$te * 1000" %.1f) ms);"
+  say "    join $(calc "10000 / $tj") rows/s ($(calc "$tj * 1000" %.1f) ms), ratio $(calc "$tj / $te" %.2f);" \
+      "index lookup per row (scalar subquery) $(calc "10000 / $tl") rows/s ($(calc "$tl * 1000" %.1f) ms), ratio $(calc "$tl / $te" %.2f)"
+  row "cache hit, one statement over 10,000 rows" "$(calc "10000 / $te") rows/s" "$(calc "10000 / $tl")/s index lookup per row" "$(calc "$tl / $te" %.2f)" "≥ 0.5" "vs the planner's hash join ($(calc "10000 / $tj")/s): $(calc "$tj / $te" %.2f)"
+  req1=$(ledger_get requests.leadlex)
+  say "  provider requests during the cache-hit runs: $((req1 - req0))"
+  [ "$req1" = "$req0" ] || fail "cache hits sent $((req1 - req0)) request(s) to the provider"
+
+  say
+  say "== 2. cache misses over HTTPS at 0 ms: one kept-alive connection vs a new connection per call"
+  local n=2000 run=0 bka=0 bno=0 cka=0 cno=0 ka sqlset res c0 c1
+  for rep in 1 2; do
+    for ka in on off; do
+      run=$((run + 1))
+      sqlset="SET enrich.keep_alive = $ka"
+      read -r req0 c0 <<<"$(ledger_get requests.leadlex connections.https)"
+      cpu_begin
+      qt -c "$sqlset" -c "SELECT count(enrich_company(format('miss-%s-%s.com', $run, g))) FROM generate_series(1, $n) g" ||
+        fail "cache misses (keep_alive $ka)"
+      cpu_end
+      read -r req1 c1 <<<"$(ledger_get requests.leadlex connections.https)"
+      say "  keep_alive = $ka, run $rep: $(calc "$n / $QT_SECS") calls/s, $((req1 - req0)) requests over $((c1 - c0)) connection(s)"
+      [ "$QT_OUT" = "$n" ] || fail "cache misses (keep_alive $ka): count $QT_OUT, expected $n"
+      [ $((req1 - req0)) -eq $n ] || fail "cache misses (keep_alive $ka): $((req1 - req0)) requests, expected $n"
+      if [ $ka = on ]; then
+        bka=$(calc "$bka > $n / $QT_SECS ? $bka : $n / $QT_SECS" %.1f); cka=$((c1 - c0)); local note_ka=$CPU_NOTE
+      else
+        bno=$(calc "$bno > $n / $QT_SECS ? $bno : $n / $QT_SECS" %.1f); cno=$((c1 - c0)); local note_no=$CPU_NOTE
+      fi
+    done
+  done
+  ratio=$(calc "$bka / $bno" %.2f)
+  say "  best of 2: kept-alive $(calc "$bka") calls/s, new connection each $(calc "$bno") calls/s, ratio $ratio"
+  [ "$cka" -le 2 ] || fail "keep-alive used $cka connections for $n calls"
+  row "cache miss, HTTPS, 0 ms, kept-alive (one statement, $n calls)" "$(calc "$bka") calls/s" "$(calc "$bno")/s new connection each" "$ratio" "well ahead" "$cka vs $cno connections; kept-alive: $note_ka"
+}
+
+# ---------------------------------------------------------------- worker
+# Enqueues N keys PREFIX-1.com ... in one statement; sets ENQ_SECS and ENQ_T0
+# (the end of the statement, the start of the drain).
+enqueue() {
+  local out
+  out=$("${PSQL[@]}" -F ' ' -c "SELECT count(enrich.enqueue_company(format('%s-%s.com', '$1', g))),
+      extract(epoch FROM max(clock_timestamp()) - statement_timestamp()), max(clock_timestamp())
+    FROM generate_series(1, $2) g") || { fail "enqueue $2 x $1"; return 1; }
+  ENQ_N=$(cut -d' ' -f1 <<<"$out"); ENQ_SECS=$(cut -d' ' -f2 <<<"$out"); ENQ_T0=$(cut -d' ' -f3- <<<"$out")
+  [ "$ENQ_N" = "$2" ] || fail "enqueue $1: $ENQ_N of $2"
+}
+# Waits for the queue to empty and checks every PREFIX item is done; sets
+# DR_SECS (last finished_at minus the end of the enqueue) and DR_RATE.
+await_drain() {
+  local p=$1 n=$2 out ok done other wall
+  out=$("${PSQL[@]}" -F ' ' -c "SELECT enrich.wait('5 min')" \
+    -c "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status <> 'done'),
+          extract(epoch FROM max(finished_at) - '$ENQ_T0'::timestamptz), extract(epoch FROM clock_timestamp() - '$ENQ_T0'::timestamptz)
+        FROM enrich.queue WHERE kind = 'company' AND key LIKE '$p-%'") || { fail "waiting for the $p drain"; return 1; }
+  ok=$(head -1 <<<"$out"); read -r done other DR_SECS wall <<<"$(tail -1 <<<"$out")"
+  DR_RATE=$(calc "$n / $DR_SECS")
+  [ "$ok" = t ] || fail "drain $p: enrich.wait() timed out"
+  [ "$done" = "$n" ] && [ "$other" = 0 ] || {
+    fail "drain $p: $done of $n done, $other other"
+    q "SELECT status, count(*), min(last_error) FROM enrich.queue WHERE key LIKE '$p-%' GROUP BY 1" >&2
+  }
+}
+drain() {  # drain PREFIX N: enqueue, then time the drain with the CPU split
+  enqueue "$1" "$2" || return 1
+  cpu_begin
+  await_drain "$1" "$2"
+  cpu_end
+}
+
+bench_worker() {
+  local peak conn h2 pid idle inflight after nin i s best
+  say
+  say "== 3. worker: 10,000 items at 50 ms latency, max_concurrency 64 (limit 64 / 0.05 s = 1,280/s)"
+  set_conc 64; set_latency 50; ledger_reset
+  drain w50 10000
+  read -r peak conn h2 <<<"$(ledger_get peak_concurrency.leadlex connections.https connections.h2_sessions)"
+  say "  $DR_RATE items/s ($(calc "$DR_SECS" %.2f) s), $(calc "$DR_RATE / 1280" %.2f) of the limit; emulator peak concurrency $peak, $conn connection(s), $h2 HTTP/2 session(s)"
+  row "worker drain, 10,000 at 50 ms, max_concurrency 64" "$DR_RATE items/s" "1,280/s limit" "$(calc "$DR_RATE / 1280" %.2f)" "≥ 0.9" "peak concurrency $peak; $CPU_NOTE"
+
+  say
+  say "== 4. worker: CPU-bound drain, 10,000 items at 0 ms, max_concurrency 256"
+  set_conc 256; set_latency 0; ledger_reset
+  drain cpu 10000
+  read -r peak conn h2 <<<"$(ledger_get peak_concurrency.leadlex connections.https connections.h2_sessions)"
+  say "  $DR_RATE requests/s ($(calc "$DR_SECS" %.2f) s, cache and queue writes included); emulator peak concurrency $peak, $conn connection(s)"
+  row "worker drain, 10,000 at 0 ms, max_concurrency 256" "$DR_RATE req/s" "4,400/s" "$(calc "$DR_RATE / 4400" %.2f)" "≥ 4,400/s" "peak concurrency $peak; $CPU_NOTE"
+
+  say
+  say "== 5. worker private memory per request in flight (2 s latency, max_concurrency 256)"
+  # a fresh worker, warmed up by a few requests one at a time (TLS, plans)
+  set_conc 1; set_latency 0
+  restart_worker
+  drain mwarm 20 >/dev/null
+  set_conc 256
+  pid=$(worker_pid)
+  sleep 1
+  idle=$(mem_sample "$pid")
+  set_latency 2000; ledger_reset
+  enqueue mem 256
+  nin=0
+  for i in $(seq 1 100); do
+    nin=$(ledger_get in_flight.leadlex)
+    [ "$nin" -ge 256 ] && break
+    sleep 0.05
+  done
+  sleep 0.2
+  nin=$(ledger_get in_flight.leadlex)
+  inflight=$(mem_sample "$pid")
+  await_drain mem 256
+  after=$(mem_sample "$pid")
+  set_latency 0
+  if [ "$nin" -lt 1 ]; then
+    fail "no request in flight to measure"
+  else
+    read -r a_anon a_pd a_pss a_rss a_hwm _ <<<"$idle"
+    read -r b_anon b_pd b_pss b_rss b_hwm _ <<<"$inflight"
+    read -r c_anon c_pd _ <<<"$after"
+    say "  idle:      RssAnon $a_anon kB, Private_Dirty $a_pd kB, Pss $a_pss kB, VmRSS $a_rss kB"
+    say "  $nin in flight: RssAnon $b_anon kB, Private_Dirty $b_pd kB, Pss $b_pss kB, VmRSS $b_rss kB"
+    say "  idle again: RssAnon $c_anon kB, Private_Dirty $c_pd kB"
+    say "  per request in flight: RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB, Private_Dirty $(calc "($b_pd - $a_pd) / $nin" %.1f) kB"
+    row "worker private memory per request in flight ($nin in flight)" "$(calc "($b_pd - $a_pd) / $nin" %.1f) kB" "idle $a_pd kB private dirty" "" "≤ 10 kB" "RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB/request"
+  fi
+
+  say
+  say "== 7, 8. enqueue rate, and the worker's peak RSS after 10,000 and 110,000 requests (0 ms, max_concurrency 256)"
+  restart_worker
+  pid=$(worker_pid)
+  s=$(mem_sample "$pid"); read -r a_anon _ _ a_rss a_hwm a_shm <<<"$s"
+  say "  fresh worker: VmHWM $a_hwm kB, VmRSS $a_rss kB (RssAnon $a_anon, RssShmem $a_shm)"
+  drain r 10000
+  s=$(mem_sample "$pid"); read -r b_anon _ _ b_rss b_hwm b_shm <<<"$s"
+  say "  after 10,000 requests ($DR_RATE/s): VmHWM $b_hwm kB, VmRSS $b_rss kB (RssAnon $b_anon, RssShmem $b_shm)"
+  local r10k=$DR_RATE
+  enqueue q 100000
+  local enq=$ENQ_SECS
+  say "  enqueue: 100,000 rows in $(calc "$enq" %.2f) s = $(calc "100000 / $enq") rows/s"
+  cpu_begin
+  await_drain q 100000
+  cpu_end
+  s=$(mem_sample "$pid"); read -r c_anon _ _ c_rss c_hwm c_shm <<<"$s"
+  say "  after 110,000 requests (the 100,000 at $DR_RATE/s): VmHWM $c_hwm kB, VmRSS $c_rss kB (RssAnon $c_anon, RssShmem $c_shm)"
+  row "enqueue_company(), one statement of 100,000" "$(calc "100000 / $enq") rows/s" "" "" "100,000 in seconds" ""
+  row "worker drain, 100,000 at 0 ms, max_concurrency 256 (queue of 120,000 rows)" "$DR_RATE req/s" "4,400/s" "$(calc "$DR_RATE / 4400" %.2f)" "≥ 4,400/s" "$CPU_NOTE"
+  row "worker peak RSS after 10,000 / 110,000 requests" "VmHWM $(calc "$b_hwm / 1024" %.1f) / $(calc "$c_hwm / 1024" %.1f) MB" "" "$(calc "$c_hwm / $b_hwm" %.2f)" "flat" "RssAnon $(calc "$b_anon / 1024" %.1f) / $(calc "$c_anon / 1024" %.1f) MB; RssShmem (shared buffers touched) $(calc "$b_shm / 1024" %.1f) / $(calc "$c_shm / 1024" %.1f) MB"
+}
+
+# ---------------------------------------------------------------- batch
+bench_batch() {
+  local peak lat conc p goal
+  say
+  say "== 6. batch: enrich_companies() over 10,000 new domains in one call"
+  for spec in "0 256 b0" "50 64 b50"; do
+    read -r lat conc p <<<"$spec"
+    set_conc "$conc"; set_latency "$lat"; ledger_reset
+    cpu_begin
+    qt "SELECT count(*) FILTER (WHERE status = 'fetched') || ' ' || count(*)
+          FROM enrich_companies(array(SELECT format('$p-%s.com', g) FROM generate_series(1, 10000) g))" ||
+      fail "enrich_companies() at $lat ms"
+    cpu_end
+    peak=$(ledger_get peak_concurrency.leadlex)
+    local rate; rate=$(calc "10000 / $QT_SECS")
+    [ "$QT_OUT" = "10000 10000" ] || fail "enrich_companies() at $lat ms: fetched/total '$QT_OUT'"
+    if [ "$lat" = 0 ]; then
+      say "  0 ms, max_concurrency 256: $rate requests/s ($(calc "$QT_SECS" %.2f) s), peak concurrency $peak"
+      row "enrich_companies(), 10,000 at 0 ms, max_concurrency 256" "$rate req/s" "4,400/s" "$(calc "$rate / 4400" %.2f)" "≥ 4,400/s" "peak concurrency $peak; $CPU_NOTE"
+    else
+      say "  50 ms, max_concurrency 64: $rate requests/s ($(calc "$QT_SECS" %.2f) s), $(calc "$rate / 1280" %.2f) of 1,280/s, peak concurrency $peak"
+      row "enrich_companies(), 10,000 at 50 ms, max_concurrency 64" "$rate req/s" "1,280/s limit" "$(calc "$rate / 1280" %.2f)" "≥ 0.9" "peak concurrency $peak; $CPU_NOTE"
+    fi
+  done
+  set_latency 0
+}
+
+emu_setup
+want emu && bench_emu
+want sync && bench_sync
+want worker && bench_worker
+want batch && bench_batch
+
+# ---------------------------------------------------------------- report
+TABLE=$(
+  echo "| figure | measured | baseline / limit | ratio | goal | notes |"
+  echo "| --- | --- | --- | --- | --- | --- |"
+  printf '%s\n' "${ROWS[@]}"
+)
+HEAD="enrich benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'); $NCPU × $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), PostgreSQL $(pg_config --version | awk '{print $2}'), libcurl $(pkg-config --modversion libcurl 2>/dev/null || echo '?'), node $(node --version); commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes'); sections: $SECTIONS; $(( $(date +%s) - T_START )) s."
+say
+say "== summary"
+say
+say "$HEAD"
+say
+say "$TABLE"
+if [ "$SECTIONS" = "$ALL_SECTIONS" ]; then
+  {
+    echo "# Benchmark results"
+    echo
+    echo "Written by \`test/bench/run.sh\` (a full run). $HEAD"
+    echo "Emulator and cluster on the same machine, over loopback HTTPS. CPU: % of one core during the figure"
+    echo "(worker / other PostgreSQL processes / emulator / everything else, clients included)."
+    echo
+    echo "$TABLE"
+    if [ ${#FAILURES[@]} -gt 0 ]; then
+      echo; echo "Functional failures in this run:"; printf -- '- %s\n' "${FAILURES[@]}"
+    fi
+  } >"$BENCH/results.md"
+  say
+  say "written to test/bench/results.md"
+fi
+if [ ${#FAILURES[@]} -gt 0 ]; then
+  say
+  say "${#FAILURES[@]} functional failure(s):"
+  printf '  %s\n' "${FAILURES[@]}"
+  exit 1
+fi
+exit 0
