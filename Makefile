@@ -2,7 +2,8 @@
 
 EXTENSION = enrich
 MODULE_big = enrich
-DATA = enrich--0.1.0.sql
+DATA = enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql
+DATA_built = enrich--0.2.0.sql
 PGFILEDESC = "enrich - B2B data enrichment in SQL"
 
 OBJS = \
@@ -20,7 +21,8 @@ OBJS = \
 	src/limits.o \
 	src/queue.o \
 	src/worker.o \
-	src/batch.o
+	src/batch.o \
+	src/auto.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)
@@ -37,3 +39,7 @@ include $(PGXS)
 
 # every object depends on the private header
 $(OBJS): src/enrich.h
+
+# the fresh install script of the current version: every release in order
+enrich--0.2.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql
+	cat $^ > $@

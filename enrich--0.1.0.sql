@@ -184,7 +184,7 @@ CREATE FUNCTION enrich.provider_stats(
     OUT no_matches bigint, OUT errors_transient bigint, OUT errors_connect bigint,
     OUT errors_auth bigint, OUT errors_credits bigint, OUT errors_rate_limited bigint,
     OUT errors_rejected bigint, OUT errors_response bigint, OUT credits_spent bigint,
-    OUT rate_limit_waits bigint, OUT avg_latency_ms double precision, OUT in_flight integer,
+    OUT rate_limit_waits bigint, OUT invalid_keys bigint, OUT avg_latency_ms double precision, OUT in_flight integer,
     OUT paused_until timestamptz, OUT pause_reason text, OUT rate_limit_remaining bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'provider_stats'

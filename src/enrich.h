@@ -23,7 +23,7 @@
 #include "storage/lwlock.h"
 #include "utils/jsonb.h"
 
-#define ENRICH_VERSION "0.1.0"
+#define ENRICH_VERSION "0.2.0"
 #define ENRICH_USER_AGENT "enrich/" ENRICH_VERSION " (PostgreSQL extension)"
 
 /* The two providers; a kind of enrichment maps to exactly one provider. */
@@ -245,6 +245,7 @@ typedef enum EnrichStat
 	STAT_ERR_RESPONSE,			/* unusable or too large responses */
 	STAT_CREDITS,				/* credits spent */
 	STAT_RATE_WAITS,			/* times a request had to wait for the rate limit */
+	STAT_INVALID_KEYS,			/* auto_enrich keys that did not normalise */
 	STAT_LATENCY_US,			/* sum of request latencies */
 	STAT_LATENCY_N,				/* number of latencies summed */
 	ENRICH_NUM_STATS
@@ -331,6 +332,10 @@ extern void enrich_limits_load(void);
 extern void enrich_limits_save_usage(void);
 extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
 								 double elapsed);
+
+/* ---- auto.c ---- */
+extern char *enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result);
+extern int	enrich_auto_take_inbox(void);
 
 /* ---- spool.c ---- */
 

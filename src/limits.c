@@ -411,34 +411,34 @@ provider_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
-		Datum		v[19];
-		bool		n[19] = {false};
+		Datum		v[20];
+		bool		n[20] = {false};
 		EnrichProviderShared *p;
 		uint64		lat_n;
 
 		v[0] = CStringGetTextDatum(provider_keys[k]);
 		if (enrich_shared == NULL)
 		{
-			for (int i = 1; i < 19; i++)
+			for (int i = 1; i < 20; i++)
 				n[i] = true;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 			continue;
 		}
 		p = &enrich_shared->prov[k];
-		for (int s = STAT_REQUESTS; s <= STAT_RATE_WAITS; s++)
+		for (int s = STAT_REQUESTS; s <= STAT_INVALID_KEYS; s++)
 			v[1 + s] = Int64GetDatum((int64) pg_atomic_read_u64(&p->stats[s]));
 		lat_n = pg_atomic_read_u64(&p->stats[STAT_LATENCY_N]);
-		v[14] = Float8GetDatum(lat_n ? pg_atomic_read_u64(&p->stats[STAT_LATENCY_US]) / 1000.0 / lat_n : 0);
-		n[14] = lat_n == 0;
+		v[15] = Float8GetDatum(lat_n ? pg_atomic_read_u64(&p->stats[STAT_LATENCY_US]) / 1000.0 / lat_n : 0);
+		n[15] = lat_n == 0;
 		LWLockAcquire(enrich_shared->lock, LW_SHARED);
-		v[15] = Int32GetDatum(p->in_flight);
-		v[16] = TimestampTzGetDatum(p->paused_until);
-		n[16] = p->paused_until <= GetCurrentTimestamp();
-		v[17] = n[16] || pause_names[p->pause_reason] == NULL ? (Datum) 0 :
+		v[16] = Int32GetDatum(p->in_flight);
+		v[17] = TimestampTzGetDatum(p->paused_until);
+		n[17] = p->paused_until <= GetCurrentTimestamp();
+		v[18] = n[17] || pause_names[p->pause_reason] == NULL ? (Datum) 0 :
 			CStringGetTextDatum(pause_names[p->pause_reason]);
-		n[17] = n[16] || pause_names[p->pause_reason] == NULL;
-		v[18] = Int64GetDatum(p->rl_remaining);
-		n[18] = p->rl_remaining < 0;
+		n[18] = n[17] || pause_names[p->pause_reason] == NULL;
+		v[19] = Int64GetDatum(p->rl_remaining);
+		n[19] = p->rl_remaining < 0;
 		LWLockRelease(enrich_shared->lock);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}

@@ -30,6 +30,7 @@
 PG_FUNCTION_INFO_V1(enqueue_company);
 PG_FUNCTION_INFO_V1(enqueue_lead);
 PG_FUNCTION_INFO_V1(enrich_wait);
+PG_FUNCTION_INFO_V1(refresh);
 
 static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr pending_plan = NULL;
@@ -176,7 +177,8 @@ queue_busy(void)
 	if (pending_plan == NULL)
 	{
 		SPIPlanPtr	p = SPI_prepare("SELECT EXISTS (SELECT 1 FROM enrich.queue"
-									" WHERE status IN ('queued', 'in_flight'))", 0, NULL);
+									" WHERE status IN ('queued', 'in_flight'))"
+									" OR EXISTS (SELECT 1 FROM enrich.auto_inbox)", 0, NULL);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -194,8 +196,9 @@ queue_busy(void)
 /*
  * enrich.wait(timeout interval DEFAULT '5 min') RETURNS boolean
  *
- * Blocks until nothing is queued or in flight (true) or the timeout passes
- * (false).  (The C name avoids libc's wait().)  Items waiting for credits do not count: they wait for a budget,
+ * Blocks until nothing is queued or in flight, and no key written by an
+ * auto_enrich trigger is waiting to be queued (true), or the timeout
+ * passes (false).  (The C name avoids libc's wait().)  Items waiting for credits do not count: they wait for a budget,
  * not for the worker.  Under REPEATABLE READ the queue would look frozen,
  * so that isolation level is refused.
  */
@@ -227,4 +230,88 @@ enrich_wait(PG_FUNCTION_ARGS)
 						 Min(50, (end - now) / 1000 + 1), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
+}
+
+/*
+ * enrich.refresh(kind text DEFAULT NULL, older_than interval DEFAULT
+ *				  '30 days', max_items bigint DEFAULT NULL) RETURNS bigint
+ *
+ * Queues the stalest cached answers, oldest first: answers older than
+ * older_than and "no match" answers older than enrich.no_match_ttl, at most
+ * max_items, and no more per provider than its credit budget has left.
+ * The worker fetches them again (ignoring the cache) and the new answers
+ * reach every auto_enrich target.  Returns how many were queued.
+ */
+Datum
+refresh(PG_FUNCTION_ARGS)
+{
+	const char *kname = PG_ARGISNULL(0) ? "all" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Interval   *iv = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			types[6] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	EnrichKind	kind;
+	Oid			save_userid;
+	int			save_sec;
+	int64		n;
+
+	if (strcmp(kname, "all") != 0 &&
+		(!enrich_kind_from_name(kname, &kind) ||
+		 (strcmp(kname, "company") != 0 && strcmp(kname, "lead") != 0)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown kind \"%s\"", kname),
+				 errhint("The kinds are \"company\" and \"lead\", or NULL for both.")));
+	if (iv == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("older_than must not be null")));
+	if (!PG_ARGISNULL(2) && PG_GETARG_INT64(2) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_items must not be negative")));
+	enrich_require_worker();
+
+	values[0] = CStringGetTextDatum(kname);
+	values[1] = TimestampTzGetDatum(now - (iv->time + (int64) iv->day * USECS_PER_DAY +
+										   (int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY));
+	values[2] = TimestampTzGetDatum(now - (int64) enrich_no_match_ttl * USECS_PER_SEC);
+	values[3] = Int64GetDatum(enrich_credit_available(ENRICH_COMPANY));
+	values[4] = Int64GetDatum(enrich_credit_available(ENRICH_LEAD));
+	values[5] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[5] = PG_ARGISNULL(2) ? 'n' : ' ';
+
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(
+			"WITH stale AS ("
+			"  SELECT 'company'::text AS kind, domain AS key, fetched_at FROM enrich.companies"
+			"   WHERE $1 IN ('all', 'company')"
+			"     AND fetched_at < CASE WHEN matched THEN $2 ELSE $3 END"
+			"  UNION ALL"
+			"  SELECT 'lead'::text, linkedin_url, fetched_at FROM enrich.leads"
+			"   WHERE $1 IN ('all', 'lead')"
+			"     AND fetched_at < CASE WHEN matched THEN $2 ELSE $3 END),"
+			" ranked AS ("
+			"  SELECT kind, key, fetched_at,"
+			"         row_number() OVER (PARTITION BY kind ORDER BY fetched_at) AS rn"
+			"    FROM stale),"
+			" picked AS ("
+			"  SELECT kind, key FROM ranked"
+			"   WHERE rn <= CASE kind WHEN 'company' THEN $4 ELSE $5 END"
+			"   ORDER BY fetched_at LIMIT $6)"
+			" INSERT INTO enrich.queue (kind, key, refresh)"
+			" SELECT kind, key, true FROM picked"
+			" ON CONFLICT (kind, key) WHERE status IN ('queued', 'in_flight', 'waiting_credits')"
+			" DO NOTHING",
+			6, types, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not queue stale answers");
+	n = (int64) SPI_processed;
+	SPI_finish();
+	enrich_as_owner_end(save_userid, save_sec);
+	if (n > 0)
+		enrich_queue_wake_at_commit();
+	PG_RETURN_INT64(n);
 }

@@ -187,11 +187,41 @@ tx_recover(MemoryContext cxt)
 	ready = false;
 }
 
-/* Whether the extension exists in our database (inside a transaction). */
+/*
+ * Whether the extension is installed in our database at the library's
+ * version (inside a transaction).  Says once in the log why not.
+ */
 static bool
 extension_installed(void)
 {
-	return OidIsValid(get_extension_oid("enrich", true));
+	static char said[64] = "";
+	const char *why;
+	char	   *version = NULL;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'enrich'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (version != NULL && strcmp(version, ENRICH_VERSION) == 0)
+	{
+		said[0] = '\0';
+		return true;
+	}
+	why = version ? version : "none";
+	if (strcmp(said, why) != 0)
+	{
+		if (version == NULL)
+			ereport(LOG,
+					(errmsg("enrich worker waits for CREATE EXTENSION enrich in database \"%s\"",
+							enrich_database_name)));
+		else
+			ereport(WARNING,
+					(errmsg("enrich worker waits: extension enrich is at version %s, the library at %s",
+							version, ENRICH_VERSION),
+					 errhint("Run ALTER EXTENSION enrich UPDATE in database \"%s\".",
+							 enrich_database_name)));
+		strlcpy(said, why, sizeof(said));
+	}
+	return false;
 }
 
 /* After a start or crash: items left in flight run again. */
@@ -319,7 +349,7 @@ claim(EnrichKind kind, int limit)
 				"WHERE q.id IN (SELECT id FROM enrich.queue "
 				"  WHERE status = 'queued' AND kind OPERATOR(pg_catalog.=) $1 AND next_attempt_at <= now() "
 				"  ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-				"RETURNING q.id, q.key, q.idempotency_key::text, q.attempts",
+				"RETURNING q.id, q.key, q.idempotency_key::text, q.attempts, q.refresh",
 				2, types, values, SPI_OK_UPDATE_RETURNING);
 	n = SPI_processed;
 	tt = SPI_tuptable;
@@ -331,14 +361,15 @@ claim(EnrichKind kind, int limit)
 		char	   *key = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
 		char	   *idem = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
 		int			attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
-		Jsonb	   *cached;
-		EnrichCacheState st = enrich_cache_lookup(kind, key, &cached);
+		bool		refresh = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 5, &isnull));
+		Jsonb	   *cached = NULL;
+		EnrichCacheState st = refresh ? CACHE_MISS : enrich_cache_lookup(kind, key, &cached);
 		EnrichSpooled sp;
 		Slot	   *s;
 		MemoryContext old;
 
 		/* a session may have just paid for it: never buy it twice */
-		if (st == CACHE_MISS && enrich_spool_find(kind, key, &sp) &&
+		if (st == CACHE_MISS && !refresh && enrich_spool_find(kind, key, &sp) &&
 			enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
 		{
 			if (!sp.owner_running)
@@ -348,11 +379,14 @@ claim(EnrichKind kind, int limit)
 				SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
 			}
 			st = sp.out.kind == OUTCOME_MATCH ? CACHE_HIT : CACHE_NO_MATCH;
+			cached = sp.out.result;
 		}
 		if (st != CACHE_MISS)
 		{
+			char	   *err = enrich_auto_deliver(kind, key, st == CACHE_HIT ? cached : NULL);
+
 			enrich_stat_add(kind, STAT_CACHE_HITS, 1);
-			set_item(id, st == CACHE_HIT ? "done" : "no_match", NULL, 0, 0);
+			set_item(id, err ? "failed" : st == CACHE_HIT ? "done" : "no_match", err, 0, 0);
 			continue;
 		}
 		s = free_slot();
@@ -448,8 +482,12 @@ write_slot(Slot *s)
 
 	if (j->finished && (o->kind == OUTCOME_MATCH || o->kind == OUTCOME_NO_MATCH))
 	{
+		char	   *err;
+
 		enrich_cache_store_at(j->kind, j->key, o, now);
-		set_item(j->queue_id, o->kind == OUTCOME_MATCH ? "done" : "no_match", NULL, 0, 0);
+		err = enrich_auto_deliver(j->kind, j->key, o->kind == OUTCOME_MATCH ? o->result : NULL);
+		set_item(j->queue_id, err ? "failed" : o->kind == OUTCOME_MATCH ? "done" : "no_match",
+				 err, 0, 0);
 		if (o->kind == OUTCOME_MATCH && o->charged)
 			enrich_unpause(j->kind, PAUSE_CREDITS);
 		return;
@@ -552,6 +590,8 @@ claim_turn(bool house)
 		if (house)
 			housekeeping();
 		more_due = false;
+		if (ready && enrich_auto_take_inbox() > 0)
+			more_due = true;
 		if (ready && nused < worker_concurrency())
 			claim_all();
 		tx_commit();

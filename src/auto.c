@@ -1,0 +1,504 @@
+/*-------------------------------------------------------------------------
+ *
+ * auto.c
+ *	  Enrich on insert: enrich.auto_enrich(), its triggers, and delivering
+ *	  answers into the target tables.
+ *
+ * An INSERT must never wait for a provider and should cost little, so the
+ * statement-level trigger only copies the new keys, raw, into the
+ * index-less table enrich.auto_inbox (and an UPDATE of the key column does
+ * the same for the changed rows).  After commit the worker takes the inbox
+ * in: it normalises the keys (an invalid key leaves its row alone and is
+ * counted), remembers which raw keys of which table map to which
+ * normalised key (enrich.auto_keys), and queues the keys without a fresh
+ * answer.  Whenever an answer arrives — fetched, already cached, or
+ * refreshed — the worker writes it into every target row whose key
+ * normalises to it.
+ *
+ * Those writes run as the role that called auto_enrich (never as the
+ * extension owner), so its table privileges, column privileges and
+ * row-level security apply; each target is written in a subtransaction so
+ * that a dropped, altered or forbidden target fails its own items with a
+ * clear error and nothing else.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "enrich.h"
+
+PG_FUNCTION_INFO_V1(auto_enrich);
+PG_FUNCTION_INFO_V1(stop_auto_enrich);
+PG_FUNCTION_INFO_V1(auto_enrich_trigger);
+
+/* How many inbox rows the worker takes in per turn. */
+#define INBOX_BATCH 5000
+
+/* Runs SQL as the extension owner inside the caller's SPI connection. */
+static int
+exec_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
+{
+	Oid			save_userid;
+	int			save_sec;
+	int			rc;
+
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	enrich_as_owner_end(save_userid, save_sec);
+	if (rc < 0)
+		elog(ERROR, "statement failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+/* The attribute number of a column, raising 42703 if it does not exist. */
+static AttrNumber
+column_attnum(Oid relid, const char *col)
+{
+	AttrNumber	att = get_attnum(relid, col);
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						col, get_rel_name(relid))));
+	if (att < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot use system column \"%s\"", col)));
+	return att;
+}
+
+/* Checks that the caller may have answers written into the target. */
+static void
+check_target(Oid relid, AttrNumber keyatt, AttrNumber resatt)
+{
+	char		relkind = get_rel_relkind(relid);
+	Oid			keytype = get_atttype(relid, keyatt);
+	char		category;
+	bool		preferred;
+
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", get_rel_name(relid))));
+	get_type_category_preferred(getBaseType(keytype), &category, &preferred);
+	if (category != TYPCATEGORY_STRING)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("key column \"%s\" must be of a string type", get_attname(relid, keyatt, false))));
+	if (get_atttype(relid, resatt) != JSONBOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("result column \"%s\" must be of type jsonb", get_attname(relid, resatt, false))));
+	if (pg_class_ownercheck(relid, GetUserId()))
+		return;
+	if (pg_attribute_aclcheck(relid, resatt, GetUserId(), ACL_UPDATE) != ACLCHECK_OK ||
+		pg_attribute_aclcheck(relid, keyatt, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", get_rel_name(relid)),
+				 errdetail("enrich.auto_enrich needs UPDATE on the result column and SELECT on the key column, or ownership of the table.")));
+}
+
+/* Whether some index of the table starts with the given column. */
+static bool
+has_index_on(Oid relid, AttrNumber att)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+		if (HeapTupleIsValid(tup))
+		{
+			Form_pg_index ix = (Form_pg_index) GETSTRUCT(tup);
+
+			if (ix->indnatts > 0 && ix->indkey.values[0] == att)
+				found = true;
+			ReleaseSysCache(tup);
+		}
+	}
+	list_free(indexes);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* The names of our two triggers for one result column. */
+static void
+trigger_names(const char *result_col, char *ins, char *upd)
+{
+	snprintf(ins, NAMEDATALEN, "enrich_%s_ins", result_col);
+	snprintf(upd, NAMEDATALEN, "enrich_%s_upd", result_col);
+}
+
+/*
+ * enrich.auto_enrich(target regclass, kind text, key_column name,
+ *					  result_column name) RETURNS void
+ */
+Datum
+auto_enrich(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	char	   *kname = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *keycol = NameStr(*PG_GETARG_NAME(2));
+	char	   *rescol = NameStr(*PG_GETARG_NAME(3));
+	EnrichKind	kind;
+	AttrNumber	keyatt;
+	AttrNumber	resatt;
+	char	   *qrel;
+	char		ins[NAMEDATALEN];
+	char		upd[NAMEDATALEN];
+	Oid			types[5] = {OIDOID, TEXTOID, NAMEOID, NAMEOID, OIDOID};
+	Datum		values[5];
+
+	if (!enrich_kind_from_name(kname, &kind) ||
+		(strcmp(kname, "company") != 0 && strcmp(kname, "lead") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown kind \"%s\"", kname),
+				 errhint("The kinds are \"company\" and \"lead\".")));
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	keyatt = column_attnum(relid, keycol);
+	resatt = column_attnum(relid, rescol);
+	check_target(relid, keyatt, resatt);
+	qrel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+	trigger_names(rescol, ins, upd);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(enrich_kind_name(kind));
+	values[2] = PG_GETARG_DATUM(2);
+	values[3] = PG_GETARG_DATUM(3);
+	values[4] = ObjectIdGetDatum(GetUserId());
+	exec_owner("INSERT INTO enrich.auto_targets (target, kind, key_column, result_column, run_as) "
+			   "VALUES ($1, $2, $3, $4, $5) "
+			   "ON CONFLICT (target, result_column) DO UPDATE SET kind = excluded.kind, "
+			   "key_column = excluded.key_column, run_as = excluded.run_as, created_at = now()",
+			   5, types, values, NULL);
+	/* triggers and the index are made by the extension owner */
+	exec_owner(psprintf("CREATE OR REPLACE TRIGGER %s AFTER INSERT ON %s REFERENCING NEW TABLE AS enrich_new "
+						"FOR EACH STATEMENT EXECUTE FUNCTION enrich.auto_enrich_trigger(%s, %s)",
+						quote_identifier(ins), qrel,
+						quote_literal_cstr(enrich_kind_name(kind)), quote_literal_cstr(keycol)),
+			   0, NULL, NULL, NULL);
+	exec_owner(psprintf("CREATE OR REPLACE TRIGGER %s AFTER UPDATE OF %s ON %s FOR EACH ROW "
+						"WHEN (OLD.%s IS DISTINCT FROM NEW.%s) "
+						"EXECUTE FUNCTION enrich.auto_enrich_trigger(%s, %s)",
+						quote_identifier(upd), quote_identifier(keycol), qrel,
+						quote_identifier(keycol), quote_identifier(keycol),
+						quote_literal_cstr(enrich_kind_name(kind)), quote_literal_cstr(keycol)),
+			   0, NULL, NULL, NULL);
+	if (!has_index_on(relid, keyatt))
+	{
+		ereport(NOTICE,
+				(errmsg("creating an index on %s (%s) so that answers can be written back",
+						qrel, quote_identifier(keycol))));
+		exec_owner(psprintf("CREATE INDEX ON %s (%s)", qrel, quote_identifier(keycol)),
+				   0, NULL, NULL, NULL);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* enrich.stop_auto_enrich(target regclass) RETURNS void */
+Datum
+stop_auto_enrich(PG_FUNCTION_ARGS)
+{
+	Oid			relid = PG_GETARG_OID(0);
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	bool		exists = SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid));
+	char	   *qrel = NULL;
+	uint64		n;
+	SPITupleTable *tt;
+
+	if (exists && !pg_class_ownercheck(relid, GetUserId()) &&
+		pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", get_rel_name(relid))));
+	if (exists)
+		qrel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										  get_rel_name(relid));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exec_owner("DELETE FROM enrich.auto_targets WHERE target OPERATOR(pg_catalog.=) $1 "
+			   "RETURNING result_column::text", 1, types, values, NULL);
+	n = SPI_processed;
+	tt = SPI_tuptable;
+	if (n == 0)
+		ereport(NOTICE,
+				(errmsg("relation with OID %u is not enriched automatically", relid)));
+	for (uint64 i = 0; i < n && exists; i++)
+	{
+		char		ins[NAMEDATALEN];
+		char		upd[NAMEDATALEN];
+		trigger_names(SPI_getvalue(tt->vals[i], tt->tupdesc, 1), ins, upd);
+		exec_owner(psprintf("DROP TRIGGER IF EXISTS %s ON %s; DROP TRIGGER IF EXISTS %s ON %s",
+							quote_identifier(ins), qrel, quote_identifier(upd), qrel),
+				   0, NULL, NULL, NULL);
+	}
+	exec_owner("DELETE FROM enrich.auto_keys WHERE target OPERATOR(pg_catalog.=) $1", 1, types, values, NULL);
+	exec_owner("DELETE FROM enrich.auto_inbox WHERE target OPERATOR(pg_catalog.=) $1", 1, types, values, NULL);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * enrich.auto_enrich_trigger(kind, key_column): AFTER INSERT (statement,
+ * with the new rows as transition table enrich_new) or AFTER UPDATE OF the
+ * key (row).  Copies raw keys into the inbox and asks for the worker to be
+ * woken at commit.  Never normalises, never waits.
+ */
+Datum
+auto_enrich_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Oid			relid;
+	const char *kind;
+	const char *keycol;
+	Oid			types[3] = {OIDOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || td->tg_trigger->tgnargs != 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("auto_enrich_trigger must be created by enrich.auto_enrich")));
+	relid = RelationGetRelid(td->tg_relation);
+	kind = td->tg_trigger->tgargs[0];
+	keycol = td->tg_trigger->tgargs[1];
+	values[0] = ObjectIdGetDatum(relid);
+	values[1] = CStringGetTextDatum(kind);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (TRIGGER_FIRED_FOR_STATEMENT(td->tg_event))
+	{
+		if (td->tg_newtable == NULL)
+			elog(ERROR, "auto_enrich_trigger needs the transition table enrich_new");
+		SPI_register_trigger_data(td);
+		exec_owner(psprintf("INSERT INTO enrich.auto_inbox (target, kind, raw_key) "
+							"SELECT $1, $2, k FROM (SELECT %s::text AS k FROM enrich_new) s "
+							"WHERE k IS NOT NULL",
+							quote_identifier(keycol)),
+				   2, types, values, NULL);
+	}
+	else
+	{
+		AttrNumber	att = SPI_fnumber(td->tg_relation->rd_att, keycol);
+		char	   *raw;
+
+		if (att <= 0)
+			elog(ERROR, "column \"%s\" does not exist", keycol);
+		raw = SPI_getvalue(td->tg_newtuple, td->tg_relation->rd_att, att);
+		if (raw != NULL)
+		{
+			values[2] = CStringGetTextDatum(raw);
+			exec_owner("INSERT INTO enrich.auto_inbox (target, kind, raw_key) VALUES ($1, $2, $3)",
+					   3, types, values, NULL);
+		}
+	}
+	if (SPI_processed > 0)
+		enrich_queue_wake_at_commit();
+	SPI_finish();
+	return PointerGetDatum(NULL);
+}
+
+/* ---- the worker's side ---- */
+
+/*
+ * Writes an answer into one target as its configuring role, in a
+ * subtransaction.  Returns NULL, or the error message when it failed.
+ */
+static char *
+deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
+			Datum rawkeys, Jsonb *result)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile err = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec;
+		Oid			types[2] = {JSONBOID, TEXTARRAYOID};
+		Datum		values[2] = {JsonbPGetDatum(result), rawkeys};
+		char	   *qrel;
+		int			rc;
+
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table with OID %u no longer exists", relid),
+					 errhint("Call enrich.stop_auto_enrich(%u).", relid)));
+		if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("role with OID %u no longer exists", role)));
+		qrel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										  get_rel_name(relid));
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		rc = SPI_execute_with_args(psprintf("UPDATE %s SET %s = $1 WHERE %s OPERATOR(pg_catalog.=) ANY ($2)",
+											qrel, quote_identifier(rescol), quote_identifier(keycol)),
+								   2, types, values, NULL, false, 0);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "UPDATE of %s failed: %s", qrel, SPI_result_code_string(rc));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		err = psprintf("could not write the answer into table %s: %s",
+					   get_rel_name(relid) ? get_rel_name(relid) : psprintf("with OID %u", relid),
+					   ed->message);
+		FreeErrorData(ed);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return err;
+}
+
+/*
+ * Writes an answer (NULL for no match: nothing to write) into every auto
+ * target holding the key.  Runs in the worker's transaction, connected to
+ * SPI.  Returns NULL, or the first error.
+ */
+char *
+enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	SPITupleTable *tt;
+	uint64		n;
+	char	   *first_err = NULL;
+
+	if (result == NULL)
+		return NULL;
+	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
+	values[1] = CStringGetTextDatum(key);
+	exec_owner("SELECT t.target, t.run_as, t.key_column::text, t.result_column::text, "
+			   "       array_agg(k.raw_key) "
+			   "  FROM enrich.auto_targets t JOIN enrich.auto_keys k ON k.target = t.target "
+			   " WHERE t.kind OPERATOR(pg_catalog.=) $1 AND k.key OPERATOR(pg_catalog.=) $2 "
+			   " GROUP BY 1, 2, 3, 4",
+			   2, types, values, NULL);
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Oid			relid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		Oid			role = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		char	   *keycol = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+		char	   *rescol = SPI_getvalue(tt->vals[i], tt->tupdesc, 4);
+		Datum		raw = SPI_getbinval(tt->vals[i], tt->tupdesc, 5, &isnull);
+		char	   *err = deliver_one(relid, role, keycol, rescol, raw, result);
+
+		if (err && first_err == NULL)
+			first_err = err;
+	}
+	return first_err;
+}
+
+/*
+ * Takes in up to INBOX_BATCH raw keys from the triggers: normalises them,
+ * maps raw to normalised keys per target, writes answers already cached
+ * and queues the rest.  Runs in the worker's transaction, connected to
+ * SPI.  Returns how many inbox rows it took.
+ */
+int
+enrich_auto_take_inbox(void)
+{
+	Oid			types[3] = {OIDOID, TEXTOID, TEXTOID};
+	Oid			qtypes[1] = {INT4OID};
+	Datum		qvalues[1] = {Int32GetDatum(INBOX_BATCH)};
+	SPITupleTable *tt;
+	uint64		n;
+
+	exec_owner("DELETE FROM enrich.auto_inbox WHERE ctid = ANY (ARRAY("
+			   "  SELECT ctid FROM enrich.auto_inbox LIMIT $1)) "
+			   "RETURNING target, kind, raw_key", 1, qtypes, qvalues, NULL);
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		values[3];
+		char	   *kname = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
+		char	   *raw = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+		const char *reason;
+		EnrichKind	kind;
+		char	   *key;
+		Jsonb	   *cached;
+
+		if (!enrich_kind_from_name(kname, &kind))
+			continue;
+		key = enrich_normalize_key(kind, raw, &reason);
+		if (key == NULL)
+		{
+			enrich_stat_add(kind, STAT_INVALID_KEYS, 1);
+			continue;
+		}
+		values[0] = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
+		values[1] = CStringGetTextDatum(raw);
+		values[2] = CStringGetTextDatum(key);
+		exec_owner("INSERT INTO enrich.auto_keys (target, raw_key, key) VALUES ($1, $2, $3) "
+				   "ON CONFLICT (target, raw_key) DO UPDATE SET key = excluded.key",
+				   3, types, values, NULL);
+		switch (enrich_cache_lookup(kind, key, &cached))
+		{
+			case CACHE_HIT:
+				enrich_stat_add(kind, STAT_CACHE_HITS, 1);
+				(void) enrich_auto_deliver(kind, key, cached);
+				break;
+			case CACHE_NO_MATCH:
+				enrich_stat_add(kind, STAT_CACHE_HITS, 1);
+				break;
+			case CACHE_MISS:
+				(void) enrich_queue_add(kind, key);
+				break;
+		}
+	}
+	return (int) n;
+}
