@@ -234,7 +234,7 @@ batch_run(EnrichKind kind, FunctionCallInfo fcinfo)
 	if (njobs > 0)
 	{
 		enrich_require_key(kind);
-		enrich_run_jobs(jobs, njobs, enrich_max_concurrency);
+		enrich_run_jobs(jobs, njobs, enrich_http_concurrency());
 	}
 	batch_store(kind, &in, jobs);
 

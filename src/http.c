@@ -71,6 +71,32 @@ enrich_http_multi(void)
 	return enrich_multi;
 }
 
+/*
+ * Requests in flight allowed at once: enrich.max_concurrency, capped by
+ * the sockets PostgreSQL's descriptor budget lets this process open
+ * (external descriptors may use a third of max_safe_fds).  The cap is
+ * logged once per value, not per request.
+ */
+int
+enrich_http_concurrency(void)
+{
+	static int	warned_for = 0;
+	int			cap = Max(max_safe_fds / 3 - 4, 1);
+	int			n = enrich_max_concurrency;
+
+	if (n > cap)
+	{
+		if (warned_for != n)
+			ereport(LOG,
+					(errmsg("enrich.max_concurrency = %d exceeds the %d connections the open-file limit allows; using %d",
+							n, cap, cap),
+					 errhint("Raise max_files_per_process or the server's open-file limit (ulimit -n).")));
+		warned_for = n;
+		n = cap;
+	}
+	return n;
+}
+
 /* Opens a socket only if PostgreSQL's descriptor budget allows one more. */
 static curl_socket_t
 open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)

@@ -68,10 +68,9 @@ typedef struct Slot
 	EnrichJob	job;
 } Slot;
 
-static Slot *slots = NULL;
+static Slot **slots = NULL;	/* each slot stays put: curl points into it */
 static int	nslots = 0;
 static int	nused = 0;
-static int	fd_cap = 0;
 static bool ready = false;		/* the extension exists and we recovered */
 static bool more_due = true;	/* the last claim filled up: there may be more */
 static MemoryContext worker_cxt = NULL;
@@ -106,24 +105,11 @@ worker_detach(int code, Datum arg)
 	LWLockRelease(enrich_shared->lock);
 }
 
-/* Concurrency allowed now: the setting, capped by the descriptor budget. */
+/* Concurrency allowed now (see enrich_http_concurrency). */
 static int
 worker_concurrency(void)
 {
-	static int	warned_for = 0;
-	int			n = enrich_max_concurrency;
-
-	if (n > fd_cap)
-	{
-		if (warned_for != n)
-			ereport(LOG,
-					(errmsg("enrich.max_concurrency = %d exceeds the %d connections the open-file limit allows; using %d",
-							n, fd_cap, fd_cap),
-					 errhint("Raise max_files_per_process or the process's open-file limit (ulimit -n).")));
-		warned_for = n;
-		n = fd_cap;
-	}
-	return Max(n, 1);
+	return enrich_http_concurrency();
 }
 
 /* Makes room for the current concurrency (slots only ever grow). */
@@ -133,12 +119,11 @@ ensure_slots(int n)
 	if (n <= nslots)
 		return;
 	if (slots == NULL)
-		slots = MemoryContextAllocZero(worker_cxt, sizeof(Slot) * n);
+		slots = MemoryContextAllocZero(worker_cxt, sizeof(Slot *) * n);
 	else
-	{
-		slots = repalloc(slots, sizeof(Slot) * n);
-		memset(slots + nslots, 0, sizeof(Slot) * (n - nslots));
-	}
+		slots = repalloc(slots, sizeof(Slot *) * n);
+	for (int i = nslots; i < n; i++)
+		slots[i] = MemoryContextAllocZero(worker_cxt, sizeof(Slot));
 	nslots = n;
 }
 
@@ -322,8 +307,8 @@ static Slot *
 free_slot(void)
 {
 	for (int i = 0; i < nslots; i++)
-		if (!slots[i].used)
-			return &slots[i];
+		if (!slots[i]->used)
+			return slots[i];
 	elog(ERROR, "enrich worker has no free request slot");
 	pg_unreachable();
 }
@@ -435,7 +420,7 @@ start_due(void)
 
 	for (int i = 0; i < nslots; i++)
 	{
-		Slot	   *s = &slots[i];
+		Slot	   *s = slots[i];
 		MemoryContext old;
 
 		if (!s->used || s->done || s->job.active || s->job.not_before > now)
@@ -467,7 +452,7 @@ collect(void)
 		s->done = true;
 	}
 	for (int i = 0; i < nslots; i++)
-		if (slots[i].used && slots[i].done)
+		if (slots[i]->used && slots[i]->done)
 			ndone++;
 	return ndone;
 }
@@ -539,8 +524,8 @@ static void
 write_back(void)
 {
 	for (int i = 0; i < nslots; i++)
-		if (slots[i].used && slots[i].done)
-			write_slot(&slots[i]);
+		if (slots[i]->used && slots[i]->done)
+			write_slot(slots[i]);
 	enrich_limits_save_usage();
 }
 
@@ -549,8 +534,8 @@ static void
 drop_slots(void)
 {
 	for (int i = 0; i < nslots; i++)
-		if (slots[i].used)
-			release_slot(&slots[i]);
+		if (slots[i]->used)
+			release_slot(slots[i]);
 }
 
 /* Reloads settings; a reload lifts an authentication pause. */
@@ -571,8 +556,8 @@ idle_timeout(TimestampTz next_housekeeping)
 	TimestampTz due = next_housekeeping;
 
 	for (int i = 0; i < nslots; i++)
-		if (slots[i].used && !slots[i].job.active && !slots[i].done)
-			due = Min(due, slots[i].job.not_before);
+		if (slots[i]->used && !slots[i]->job.active && !slots[i]->done)
+			due = Min(due, slots[i]->job.not_before);
 	return Max((due - now) / 1000, 1);
 }
 
@@ -606,26 +591,80 @@ claim_turn(bool house)
 	return true;
 }
 
-/* One short transaction writing every finished slot, then freeing them. */
-static void
-write_turn(void)
+/*
+ * Writes finished slots (all of them, or only `only`) in one transaction.
+ * Returns false, with the error message in *err, if it failed.
+ */
+static bool
+write_tx(Slot *only, char **err)
 {
 	PG_TRY();
 	{
 		tx_begin(true);
-		write_back();
+		if (only)
+			write_slot(only);
+		else
+			write_back();
 		tx_commit();
-		for (int i = 0; i < nslots; i++)
-			if (slots[i].used && slots[i].done)
-				release_slot(&slots[i]);
 	}
 	PG_CATCH();
 	{
-		/* the items stay in flight and run again after recovery */
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(worker_cxt);
+		ed = CopyErrorData();
+		*err = pstrdup(ed->message);
+		FreeErrorData(ed);
 		tx_recover(worker_cxt);
-		drop_slots();
+		ready = true;			/* our own rows are fine: no recovery needed */
+		return false;
 	}
 	PG_END_TRY();
+	return true;
+}
+
+/* Marks one item failed in a transaction of its own. */
+static void
+fail_tx(Slot *s, const char *err)
+{
+	PG_TRY();
+	{
+		tx_begin(true);
+		set_item(s->job.queue_id, "failed", err, 0, 0);
+		tx_commit();
+	}
+	PG_CATCH();
+	{
+		/* left in flight: recovery queues it again */
+		tx_recover(worker_cxt);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Writes every finished slot, then frees them.  If the transaction fails,
+ * each slot is written alone, and one that still fails is marked failed
+ * with the error, so that one bad answer can never make the worker ask
+ * for (and pay for) the same items again and again.
+ */
+static void
+write_turn(void)
+{
+	char	   *err = NULL;
+
+	if (!write_tx(NULL, &err))
+	{
+		for (int i = 0; i < nslots; i++)
+		{
+			Slot	   *s = slots[i];
+
+			if (s->used && s->done && !write_tx(s, &err))
+				fail_tx(s, err);
+		}
+	}
+	for (int i = 0; i < nslots; i++)
+		if (slots[i]->used && slots[i]->done)
+			release_slot(slots[i]);
 }
 
 /* Entry point of the background worker. */
@@ -643,7 +682,6 @@ enrich_worker_main(Datum arg)
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "enrich worker",
 									   ALLOCSET_DEFAULT_SIZES);
-	fd_cap = Max(max_safe_fds / 3 - 4, 1);
 
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 	enrich_shared->worker_proc = MyProc;

@@ -348,7 +348,7 @@ bench_worker() {
     sleep 0.05
   done
   sleep 0.2
-  nin=$(ledger_get in_flight.leadlex)
+  read -r nin conn h2 <<<"$(ledger_get in_flight.leadlex connections.https connections.h2_sessions)"
   inflight=$(mem_sample "$pid")
   await_drain mem 256
   after=$(mem_sample "$pid")
@@ -362,8 +362,9 @@ bench_worker() {
     say "  idle:      RssAnon $a_anon kB, Private_Dirty $a_pd kB, Pss $a_pss kB, VmRSS $a_rss kB"
     say "  $nin in flight: RssAnon $b_anon kB, Private_Dirty $b_pd kB, Pss $b_pss kB, VmRSS $b_rss kB"
     say "  idle again: RssAnon $c_anon kB, Private_Dirty $c_pd kB"
+    say "  the $nin requests in flight use $conn connection(s), $h2 HTTP/2 session(s)"
     say "  per request in flight: RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB, Private_Dirty $(calc "($b_pd - $a_pd) / $nin" %.1f) kB"
-    row "worker private memory per request in flight ($nin in flight)" "$(calc "($b_pd - $a_pd) / $nin" %.1f) kB" "idle $a_pd kB private dirty" "" "≤ 10 kB" "RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB/request"
+    row "worker private memory per request in flight ($nin in flight)" "$(calc "($b_pd - $a_pd) / $nin" %.1f) kB" "idle $a_pd kB private dirty" "" "≤ 10 kB" "RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB/request; $conn TLS connection(s)"
   fi
 
   say
