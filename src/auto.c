@@ -89,6 +89,14 @@ column_attnum(Oid relid, const char *col)
 	return att;
 }
 
+/* Whether the current user has a privilege on a column (or its table). */
+static bool
+column_privilege(Oid relid, AttrNumber att, AclMode mode)
+{
+	return pg_class_aclcheck(relid, GetUserId(), mode) == ACLCHECK_OK ||
+		pg_attribute_aclcheck(relid, att, GetUserId(), mode) == ACLCHECK_OK;
+}
+
 /* Checks that the caller may have answers written into the target. */
 static void
 check_target(Oid relid, AttrNumber keyatt, AttrNumber resatt)
@@ -113,8 +121,8 @@ check_target(Oid relid, AttrNumber keyatt, AttrNumber resatt)
 				 errmsg("result column \"%s\" must be of type jsonb", get_attname(relid, resatt, false))));
 	if (pg_class_ownercheck(relid, GetUserId()))
 		return;
-	if (pg_attribute_aclcheck(relid, resatt, GetUserId(), ACL_UPDATE) != ACLCHECK_OK ||
-		pg_attribute_aclcheck(relid, keyatt, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+	if (!column_privilege(relid, resatt, ACL_UPDATE) ||
+		!column_privilege(relid, keyatt, ACL_SELECT))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for table %s", get_rel_name(relid)),
@@ -207,16 +215,16 @@ auto_enrich(PG_FUNCTION_ARGS)
 			   5, types, values, NULL);
 	/* triggers and the index are made by the extension owner */
 	exec_owner(psprintf("CREATE OR REPLACE TRIGGER %s AFTER INSERT ON %s REFERENCING NEW TABLE AS enrich_new "
-						"FOR EACH STATEMENT EXECUTE FUNCTION enrich.auto_enrich_trigger(%s, %s)",
+						"FOR EACH STATEMENT EXECUTE FUNCTION enrich.auto_enrich_trigger(%s, '%d')",
 						quote_identifier(ins), qrel,
-						quote_literal_cstr(enrich_kind_name(kind)), quote_literal_cstr(keycol)),
+						quote_literal_cstr(enrich_kind_name(kind)), keyatt),
 			   0, NULL, NULL, NULL);
 	exec_owner(psprintf("CREATE OR REPLACE TRIGGER %s AFTER UPDATE OF %s ON %s FOR EACH ROW "
 						"WHEN (OLD.%s IS DISTINCT FROM NEW.%s) "
-						"EXECUTE FUNCTION enrich.auto_enrich_trigger(%s, %s)",
+						"EXECUTE FUNCTION enrich.auto_enrich_trigger(%s, '%d')",
 						quote_identifier(upd), quote_identifier(keycol), qrel,
 						quote_identifier(keycol), quote_identifier(keycol),
-						quote_literal_cstr(enrich_kind_name(kind)), quote_literal_cstr(keycol)),
+						quote_literal_cstr(enrich_kind_name(kind)), keyatt),
 			   0, NULL, NULL, NULL);
 	if (!has_index_on(relid, keyatt))
 	{
@@ -228,6 +236,38 @@ auto_enrich(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * Whether the current user may stop the auto enrichment of a table: its
+ * owner, a member of a role that configured it, or a role that could
+ * configure it now (UPDATE on a result column).  Needs SPI.
+ */
+static bool
+may_stop(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	SPITupleTable *tt;
+	uint64		n;
+
+	if (pg_class_ownercheck(relid, GetUserId()))
+		return true;
+	exec_owner("SELECT run_as::oid, result_column::text FROM enrich.auto_targets "
+			   "WHERE target OPERATOR(pg_catalog.=) $1", 1, types, values, NULL);
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Oid			role = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		AttrNumber	att = get_attnum(relid, SPI_getvalue(tt->vals[i], tt->tupdesc, 2));
+
+		if (has_privs_of_role(GetUserId(), role) ||
+			(att > 0 && column_privilege(relid, att, ACL_UPDATE)))
+			return true;
+	}
+	return pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) == ACLCHECK_OK;
 }
 
 /* enrich.stop_auto_enrich(target regclass) RETURNS void */
@@ -242,16 +282,18 @@ stop_auto_enrich(PG_FUNCTION_ARGS)
 	uint64		n;
 	SPITupleTable *tt;
 
-	if (exists && !pg_class_ownercheck(relid, GetUserId()) &&
-		pg_class_aclcheck(relid, GetUserId(), ACL_UPDATE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for table %s", get_rel_name(relid))));
-	if (exists)
-		qrel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-										  get_rel_name(relid));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	if (exists)
+	{
+		qrel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+										  get_rel_name(relid));
+		if (!may_stop(relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for table %s", get_rel_name(relid)),
+					 errdetail("Only the table's owner, a role that could configure it, or a member of the role that did may stop it.")));
+	}
 	exec_owner("DELETE FROM enrich.auto_targets WHERE target OPERATOR(pg_catalog.=) $1 "
 			   "RETURNING result_column::text", 1, types, values, NULL);
 	n = SPI_processed;
@@ -275,10 +317,12 @@ stop_auto_enrich(PG_FUNCTION_ARGS)
 }
 
 /*
- * enrich.auto_enrich_trigger(kind, key_column): AFTER INSERT (statement,
- * with the new rows as transition table enrich_new) or AFTER UPDATE OF the
- * key (row).  Copies raw keys into the inbox and asks for the worker to be
- * woken at commit.  Never normalises, never waits.
+ * enrich.auto_enrich_trigger(kind, key column number): AFTER INSERT
+ * (statement, with the new rows as transition table enrich_new) or AFTER
+ * UPDATE OF the key (row).  Copies raw keys into the inbox and asks for the
+ * worker to be woken at commit.  Never normalises, never waits, and never
+ * makes the user's statement fail: a key column that has since been
+ * dropped is skipped (renamed is fine: it goes by number).
  */
 Datum
 auto_enrich_trigger(PG_FUNCTION_ARGS)
@@ -286,7 +330,9 @@ auto_enrich_trigger(PG_FUNCTION_ARGS)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	Oid			relid;
 	const char *kind;
-	const char *keycol;
+	AttrNumber	att;
+	TupleDesc	desc;
+	Form_pg_attribute attr;
 	Oid			types[3] = {OIDOID, TEXTOID, TEXTOID};
 	Datum		values[3];
 
@@ -296,7 +342,13 @@ auto_enrich_trigger(PG_FUNCTION_ARGS)
 				 errmsg("auto_enrich_trigger must be created by enrich.auto_enrich")));
 	relid = RelationGetRelid(td->tg_relation);
 	kind = td->tg_trigger->tgargs[0];
-	keycol = td->tg_trigger->tgargs[1];
+	att = (AttrNumber) pg_strtoint32(td->tg_trigger->tgargs[1]);
+	desc = RelationGetDescr(td->tg_relation);
+	if (att < 1 || att > desc->natts)
+		return PointerGetDatum(NULL);
+	attr = TupleDescAttr(desc, att - 1);
+	if (attr->attisdropped)
+		return PointerGetDatum(NULL);
 	values[0] = ObjectIdGetDatum(relid);
 	values[1] = CStringGetTextDatum(kind);
 
@@ -310,17 +362,13 @@ auto_enrich_trigger(PG_FUNCTION_ARGS)
 		exec_owner(psprintf("INSERT INTO enrich.auto_inbox (target, kind, raw_key) "
 							"SELECT $1, $2, k FROM (SELECT %s::text AS k FROM enrich_new) s "
 							"WHERE k IS NOT NULL",
-							quote_identifier(keycol)),
+							quote_identifier(NameStr(attr->attname))),
 				   2, types, values, NULL);
 	}
 	else
 	{
-		AttrNumber	att = SPI_fnumber(td->tg_relation->rd_att, keycol);
-		char	   *raw;
+		char	   *raw = SPI_getvalue(td->tg_newtuple, desc, att);
 
-		if (att <= 0)
-			elog(ERROR, "column \"%s\" does not exist", keycol);
-		raw = SPI_getvalue(td->tg_newtuple, td->tg_relation->rd_att, att);
 		if (raw != NULL)
 		{
 			values[2] = CStringGetTextDatum(raw);
@@ -355,7 +403,8 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 		Oid			save_userid;
 		int			save_sec;
 		Oid			types[2] = {JSONBOID, TEXTARRAYOID};
-		Datum		values[2] = {JsonbPGetDatum(result), rawkeys};
+		Datum		values[2] = {result ? JsonbPGetDatum(result) : (Datum) 0, rawkeys};
+		char		nulls[2] = {result ? ' ' : 'n', ' '};
 		char	   *qrel;
 		int			rc;
 
@@ -372,9 +421,10 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 										  get_rel_name(relid));
 		GetUserIdAndSecContext(&save_userid, &save_sec);
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		rc = SPI_execute_with_args(psprintf("UPDATE %s SET %s = $1 WHERE %s OPERATOR(pg_catalog.=) ANY ($2)",
-											qrel, quote_identifier(rescol), quote_identifier(keycol)),
-								   2, types, values, NULL, false, 0);
+		rc = SPI_execute_with_args(psprintf("UPDATE %s SET %s = $1 WHERE %s OPERATOR(pg_catalog.=) ANY ($2)%s",
+											qrel, quote_identifier(rescol), quote_identifier(keycol),
+											result ? "" : psprintf(" AND %s IS NOT NULL", quote_identifier(rescol))),
+								   2, types, values, nulls, false, 0);
 		SetUserIdAndSecContext(save_userid, save_sec);
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "UPDATE of %s failed: %s", qrel, SPI_result_code_string(rc));
@@ -400,8 +450,8 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 }
 
 /*
- * Writes an answer (NULL for no match: nothing to write) into every auto
- * target holding the key.  Runs in the worker's transaction, connected to
+ * Writes an answer into every auto target holding the key.  A "no match"
+ * (NULL) clears an answer a row may hold from its key's previous value.  Runs in the worker's transaction, connected to
  * SPI.  Returns NULL, or the first error.
  */
 char *
@@ -413,8 +463,6 @@ enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result)
 	uint64		n;
 	char	   *first_err = NULL;
 
-	if (result == NULL)
-		return NULL;
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
 	values[1] = CStringGetTextDatum(key);
 	exec_owner("SELECT t.target, t.run_as, t.key_column::text, t.result_column::text, "
@@ -471,6 +519,8 @@ enrich_auto_take_inbox(void)
 		EnrichKind	kind;
 		char	   *key;
 		Jsonb	   *cached;
+		EnrichCacheState st;
+		char	   *err;
 
 		if (!enrich_kind_from_name(kname, &kind))
 			continue;
@@ -486,18 +536,23 @@ enrich_auto_take_inbox(void)
 		exec_owner("INSERT INTO enrich.auto_keys (target, raw_key, key) VALUES ($1, $2, $3) "
 				   "ON CONFLICT (target, raw_key) DO UPDATE SET key = excluded.key",
 				   3, types, values, NULL);
-		switch (enrich_cache_lookup(kind, key, &cached))
+		st = enrich_cache_lookup(kind, key, &cached);
+		if (st == CACHE_MISS)
 		{
-			case CACHE_HIT:
-				enrich_stat_add(kind, STAT_CACHE_HITS, 1);
-				(void) enrich_auto_deliver(kind, key, cached);
-				break;
-			case CACHE_NO_MATCH:
-				enrich_stat_add(kind, STAT_CACHE_HITS, 1);
-				break;
-			case CACHE_MISS:
-				(void) enrich_queue_add(kind, key);
-				break;
+			(void) enrich_queue_add(kind, key);
+			continue;
+		}
+		enrich_stat_add(kind, STAT_CACHE_HITS, 1);
+		err = enrich_auto_deliver(kind, key, st == CACHE_HIT ? cached : NULL);
+		if (err)
+		{
+			/* leave a trace, as a failed queue item, of what could not be written */
+			Oid			ftypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+			Datum		fvalues[3] = {CStringGetTextDatum(enrich_kind_name(kind)),
+			CStringGetTextDatum(key), CStringGetTextDatum(err)};
+
+			exec_owner("INSERT INTO enrich.queue (kind, key, status, last_error, finished_at) "
+					   "VALUES ($1, $2, 'failed', $3, now())", 3, ftypes, fvalues, NULL);
 		}
 	}
 	return (int) n;

@@ -203,6 +203,32 @@ wait_idle('after DROP COLUMN');
 like(item('dropcol-1.com'), qr/^failed \| could not write the answer into table t6: column "info" .*does not exist/,
 	'a dropped result column fails the item with a clear error');
 
+# Renaming or dropping the key column must not break the application's
+# INSERTs: the INSERT goes through, and the row is either still filled or
+# its item fails with a clear error.
+$node->safe_psql('postgres', q{
+CREATE TABLE t7 (id int PRIMARY KEY, domain text, info jsonb);
+CREATE INDEX ON t7 (domain);
+SELECT enrich.auto_enrich('t7', 'company', 'domain', 'info');
+ALTER TABLE t7 RENAME COLUMN domain TO website;
+});
+($rc, $out, $err) = $node->psql('postgres', q{INSERT INTO t7 VALUES (1, 'renamedkey-1.com')});
+is($rc, 0, 'an INSERT after renaming the key column succeeds') or diag($err);
+wait_idle('after renaming the key column');
+my $t7 = $node->safe_psql('postgres', q{SELECT info->>'domain' FROM t7 WHERE id = 1});
+my $t7item = item('renamedkey-1.com');
+ok($t7 eq 'renamedkey-1.com' || $t7item =~ /^failed \| could not write the answer into table t7: .*domain/,
+	'and the row is filled or its item fails with a clear error') or diag("row: '$t7', item: '$t7item'");
+
+$node->safe_psql('postgres', q{
+CREATE TABLE t8 (id int PRIMARY KEY, domain text, info jsonb);
+SELECT enrich.auto_enrich('t8', 'company', 'domain', 'info');
+ALTER TABLE t8 DROP COLUMN domain CASCADE;
+});
+($rc, $out, $err) = $node->psql('postgres', q{INSERT INTO t8 VALUES (1)});
+is($rc, 0, 'an INSERT after dropping the key column succeeds') or diag($err);
+worker_alive('after key column changes');
+
 # Dropping the configuring role's privilege on a shared key: the other target still gets it.
 $node->safe_psql('postgres', q{INSERT INTO t1 (id, domain) VALUES (103, 'both-1.com'); INSERT INTO t4 VALUES (4, 'both-1.com')});
 wait_idle('a key in a forbidden and an allowed target');
