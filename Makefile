@@ -31,8 +31,6 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-f
 REGRESS = setup normalize company lead faults batch privileges
 REGRESS_OPTS = --dbname=enrich_regression
 
-TAP_TESTS = 1
-
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -73,8 +73,17 @@ stop_cluster() {
   [ -f "$1/data/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
 }
 
-# Builds and installs the extension into the server's directories.
+# Builds and installs the extension into the server's directories; with
+# ENRICH_PRIVATE=DIR into a private copy of PostgreSQL in DIR instead
+# (scripts/pg-private.sh; ENRICH_MAKE_ARGS are passed to make), whose bin
+# directory then comes first in PATH.
 build_install() {
+  if [ -n "${ENRICH_PRIVATE:-}" ]; then
+    # shellcheck disable=SC2086
+    PG_BIN=$(bash "$ROOT/scripts/pg-private.sh" "$ENRICH_PRIVATE" ${ENRICH_MAKE_ARGS:-}) || return 1
+    export PATH="$PG_BIN:$PATH"
+    return 0
+  fi
   make -C "$ROOT" -s clean >/dev/null
   make -C "$ROOT" -s 2>&1 | grep -v '^$' || true
   make -C "$ROOT" -s install >/dev/null

@@ -3,6 +3,12 @@
 # emulator: the emulator's self-test, the pg_regress suite and the TAP
 # suite.  Installs what is missing, builds and installs the extension,
 # stops everything it started, and exits non-zero on any failure.
+#
+#   bash scripts/test.sh                     everything
+#   bash scripts/test.sh test/t/003_*.pl     only these TAP files
+#
+# ENRICH_PRIVATE=DIR builds and tests in a private copy of PostgreSQL
+# (see scripts/lib.sh) instead of the system's installation.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -23,27 +29,35 @@ record() {
   else failed=$((failed + 1)); echo "FAILED: $1"; fi
 }
 
+ONLY_TAP=()
+for f in "$@"; do ONLY_TAP+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"); done
+
+if [ ${#ONLY_TAP[@]} -eq 0 ]; then
 echo "== provider emulator self-test"
 bash "$ROOT/test/provider/selftest.sh"
 record "emulator self-test" $?
+fi
 
 start_emulator "$WORK"
 start_cluster "$WORK"
 export EMU_CTL="$ROOT/test/emu"
 
+if [ ${#ONLY_TAP[@]} -eq 0 ]; then
 echo "== pg_regress"
 make -C "$ROOT" -s installcheck
 rc=$?
 [ $rc -ne 0 ] && [ -f "$ROOT/regression.diffs" ] && head -200 "$ROOT/regression.diffs"
 record "pg_regress" $rc
+fi
 
-if ls "$ROOT"/test/t/*.pl >/dev/null 2>&1; then
+[ ${#ONLY_TAP[@]} -eq 0 ] && ONLY_TAP=("$ROOT"/test/t/*.pl)
+if [ -e "${ONLY_TAP[0]}" ]; then
   echo "== TAP"
   TAPDIR="$WORK/tap"
   as_pg mkdir -p "$TAPDIR"
-  as_pg env EMU_CTL="$ROOT/test/emu" ENRICH_ROOT="$ROOT" \
+  as_pg env PATH="$PATH" EMU_CTL="$ROOT/test/emu" ENRICH_ROOT="$ROOT" \
     bash -c "cd '$TAPDIR' && PG_REGRESS=\$(dirname \$(pg_config --pgxs))/../test/regress/pg_regress \
-      prove -I '$(dirname "$(pg_config --pgxs)")/../test/perl' -I '$ROOT/test/perl' -v '$ROOT'/test/t/*.pl"
+      prove -I '$(dirname "$(pg_config --pgxs)")/../test/perl' -I '$ROOT/test/perl' -v ${ONLY_TAP[*]}"
   record "TAP" $?
 fi
 

@@ -261,15 +261,19 @@ typedef enum EnrichPause
 	PAUSE_CONCURRENCY,			/* not a pause: at the concurrency cap */
 } EnrichPause;
 
+/* How many send times a provider's sliding rate window remembers. */
+#define ENRICH_RATE_LOG 1024
+
 typedef struct EnrichProviderShared
 {
 	/* the local rate limit (enrich.set_rate_limit) */
 	int32		rate_requests;	/* 0: none */
 	int64		rate_per_us;
 	int32		rate_max_concurrency;	/* 0: none */
-	double		tokens;
-	TimestampTz tokens_at;
 	int32		in_flight;
+	/* when the last ENRICH_RATE_LOG requests were sent: a ring */
+	uint64		sent_next;		/* sends so far; the next slot is this mod the size */
+	TimestampTz sent[ENRICH_RATE_LOG];
 
 	/* what the provider said */
 	TimestampTz paused_until;

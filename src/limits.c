@@ -259,7 +259,6 @@ set_rate_limit(PG_FUNCTION_ARGS)
 		p->rate_requests = requests;
 		p->rate_per_us = per_us;
 		p->rate_max_concurrency = conc;
-		p->tokens_at = 0;
 		LWLockRelease(enrich_shared->lock);
 		enrich_wake_worker();
 	}

@@ -20,8 +20,6 @@
  */
 #include "postgres.h"
 
-#include <math.h>
-
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
@@ -219,10 +217,66 @@ enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance
 }
 
 /*
+ * The sliding window a local rate limit of `requests` per `per` is kept
+ * with: at most *n sends in any *window_us.  The ring remembers
+ * ENRICH_RATE_LOG sends; a larger limit is kept as the same rate over a
+ * proportionally shorter window, which is stricter, never looser.  The
+ * window is widened by a margin because the provider counts arrivals, and
+ * an arrival can lag its send by a connect or a busy moment of ours.
+ */
+static void
+rate_window(EnrichProviderShared *p, int *n, int64 *window_us)
+{
+	int64		k = (p->rate_requests + ENRICH_RATE_LOG - 1) / ENRICH_RATE_LOG;
+	int64		w = p->rate_per_us / k;
+
+	*n = (int) (p->rate_requests / k);
+	*window_us = w + Min(Max(w / 20, 20 * 1000), USECS_PER_SEC);
+}
+
+/* The time of the n-th most recent send (0 when there were fewer). */
+static TimestampTz
+rate_sent_ago(EnrichProviderShared *p, int n)
+{
+	if ((uint64) n > p->sent_next)
+		return 0;
+	return p->sent[(p->sent_next - (uint64) n) % ENRICH_RATE_LOG];
+}
+
+/*
+ * Microseconds until the rate limit lets one more request go (0: now).
+ * Caller holds the lock.
+ */
+static int64
+rate_wait_us(EnrichProviderShared *p, TimestampTz now)
+{
+	int			n;
+	int64		window;
+	TimestampTz oldest;
+
+	if (p->rate_requests <= 0)
+		return 0;
+	rate_window(p, &n, &window);
+	oldest = rate_sent_ago(p, n);
+	if (oldest == 0 || now - oldest >= window)
+		return 0;
+	return oldest + window - now;
+}
+
+/* Records a send in the ring.  Caller holds the lock. */
+static void
+rate_record(EnrichProviderShared *p, TimestampTz now)
+{
+	p->sent[p->sent_next % ENRICH_RATE_LOG] = now;
+	p->sent_next++;
+}
+
+/*
  * Asks to send one request now.  Returns 0 and counts the request in
  * flight when the provider's rate limit, concurrency cap and pauses allow;
  * otherwise the milliseconds to wait before asking again (and *why).
- * `probe_ok` lets the caller send the single probe a credit pause allows.
+ * `honour_pauses` makes a credit or key pause stop the request too (the
+ * worker); a rate pause always does.
  */
 int64
 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
@@ -255,24 +309,17 @@ enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
 		*why = PAUSE_CONCURRENCY;
 		wait_ms = 5;
 	}
-	else if (p->rate_requests > 0)
+	else
 	{
-		double		rate = (double) p->rate_requests / ((double) p->rate_per_us);
-		double		burst = p->rate_requests;
+		int64		us = rate_wait_us(p, now);
 
-		/* token bucket: refill since the last look, at most a burst */
-		if (p->tokens_at == 0)
-			p->tokens = burst;
-		else
-			p->tokens = Min(burst, p->tokens + (now - p->tokens_at) * rate);
-		p->tokens_at = now;
-		if (p->tokens < 1.0)
+		if (us > 0)
 		{
 			*why = PAUSE_RATE;
-			wait_ms = (int64) ceil((1.0 - p->tokens) / rate / 1000.0);
+			wait_ms = (us + 999) / 1000;
 		}
 		else
-			p->tokens -= 1.0;
+			rate_record(p, now);
 	}
 	if (wait_ms == 0)
 		p->in_flight++;
@@ -418,16 +465,24 @@ enrich_rate_allowance(EnrichKind kind, int want)
 		n = (p->in_flight == 0) ? Min(n, 1) : 0;
 	if (p->rate_max_concurrency > 0)
 		n = Min(n, p->rate_max_concurrency - p->in_flight);
-	if (p->rate_requests > 0 && p->tokens_at != 0)
+	if (p->rate_requests > 0 && n > 0)
 	{
-		double		rate = (double) p->rate_requests / ((double) p->rate_per_us);
-		double		tokens = Min((double) p->rate_requests,
-								 p->tokens + (now - p->tokens_at) * rate);
+		int			limit;
+		int64		window;
+		int			free = 0;
 
-		n = Min(n, (int) Max(tokens, 1.0));
+		/* of the last `limit` sends, those out of the window free a place */
+		rate_window(p, &limit, &window);
+		while (free < Min(n, limit))
+		{
+			TimestampTz t = rate_sent_ago(p, limit - free);
+
+			if (t != 0 && now - t < window)
+				break;
+			free++;
+		}
+		n = free;
 	}
-	else if (p->rate_requests > 0)
-		n = Min(n, p->rate_requests);
 	LWLockRelease(enrich_shared->lock);
 	return Max(n, 0);
 }

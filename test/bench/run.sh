@@ -291,12 +291,12 @@ enqueue() {
 # Waits for the queue to empty and checks every PREFIX item is done; sets
 # DR_SECS (last finished_at minus the end of the enqueue) and DR_RATE.
 await_drain() {
-  local p=$1 n=$2 out ok done other wall
+  local p=$1 n=$2 out ok done other
   out=$("${PSQL[@]}" -F ' ' -c "SELECT enrich.wait('5 min')" \
     -c "SELECT count(*) FILTER (WHERE status = 'done'), count(*) FILTER (WHERE status <> 'done'),
           extract(epoch FROM max(finished_at) - '$ENQ_T0'::timestamptz), extract(epoch FROM clock_timestamp() - '$ENQ_T0'::timestamptz)
         FROM enrich.queue WHERE kind = 'company' AND key LIKE '$p-%'") || { fail "waiting for the $p drain"; return 1; }
-  ok=$(head -1 <<<"$out"); read -r done other DR_SECS wall <<<"$(tail -1 <<<"$out")"
+  ok=$(head -1 <<<"$out"); read -r done other DR_SECS DR_WALL <<<"$(tail -1 <<<"$out")"
   DR_RATE=$(calc "$n / $DR_SECS")
   [ "$ok" = t ] || fail "drain $p: enrich.wait() timed out"
   [ "$done" = "$n" ] && [ "$other" = 0 ] || {
@@ -318,7 +318,7 @@ bench_worker() {
   set_conc 64; set_latency 50; ledger_reset
   drain w50 10000
   read -r peak conn h2 <<<"$(ledger_get peak_concurrency.leadlex connections.https connections.h2_sessions)"
-  say "  $DR_RATE items/s ($(calc "$DR_SECS" %.2f) s), $(calc "$DR_RATE / 1280" %.2f) of the limit; emulator peak concurrency $peak, $conn connection(s), $h2 HTTP/2 session(s)"
+  say "  $DR_RATE items/s ($(calc "$DR_SECS" %.2f) s to the last finished item, $(calc "$DR_WALL" %.2f) s until enrich.wait() returned), $(calc "$DR_RATE / 1280" %.2f) of the limit; emulator peak concurrency $peak, $conn connection(s), $h2 HTTP/2 session(s)"
   row "worker drain, 10,000 at 50 ms, max_concurrency 64" "$DR_RATE items/s" "1,280/s limit" "$(calc "$DR_RATE / 1280" %.2f)" "≥ 0.9" "peak concurrency $peak; $CPU_NOTE"
 
   say
@@ -387,7 +387,7 @@ bench_worker() {
   say "  after 110,000 requests (the 100,000 at $DR_RATE/s): VmHWM $c_hwm kB, VmRSS $c_rss kB (RssAnon $c_anon, RssShmem $c_shm)"
   row "enqueue_company(), one statement of 100,000" "$(calc "100000 / $enq") rows/s" "" "" "100,000 in seconds" ""
   row "worker drain, 100,000 at 0 ms, max_concurrency 256 (queue of 120,000 rows)" "$DR_RATE req/s" "4,400/s" "$(calc "$DR_RATE / 4400" %.2f)" "≥ 4,400/s" "$CPU_NOTE"
-  row "worker peak RSS after 10,000 / 110,000 requests" "VmHWM $(calc "$b_hwm / 1024" %.1f) / $(calc "$c_hwm / 1024" %.1f) MB" "" "$(calc "$c_hwm / $b_hwm" %.2f)" "flat" "RssAnon $(calc "$b_anon / 1024" %.1f) / $(calc "$c_anon / 1024" %.1f) MB; RssShmem (shared buffers touched) $(calc "$b_shm / 1024" %.1f) / $(calc "$c_shm / 1024" %.1f) MB"
+  row "worker memory after 10,000 / 110,000 requests" "private (RssAnon) $(calc "$b_anon / 1024" %.1f) / $(calc "$c_anon / 1024" %.1f) MB" "fresh worker $(calc "$a_anon / 1024" %.1f) MB" "$(calc "$c_anon / $b_anon" %.2f)" "flat" "VmHWM $(calc "$b_hwm / 1024" %.1f) / $(calc "$c_hwm / 1024" %.1f) MB, of which shared buffers touched (RssShmem) $(calc "$b_shm / 1024" %.1f) / $(calc "$c_shm / 1024" %.1f) MB"
 }
 
 # ---------------------------------------------------------------- batch

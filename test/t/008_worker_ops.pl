@@ -26,7 +26,7 @@ SELECT coalesce(string_agg(status || '=' || c, ',' ORDER BY status), '')
 # 1. X-RateLimit-*: a LeadLex quota of 25 per 3 s period.  One request at
 # a time, so the worker sees Remaining reach 0 before it sends the next:
 # it must wait for Reset, and the provider never answers 429.
-$node->safe_psql('postgres', q{SELECT enrich.set_rate_limit('leadlex', NULL, NULL, 1)});
+set_conf($node, 'enrich.max_concurrency' => 1);
 emu_control({ reset => JSON::PP::true,
 	daily_quota => { leadlex => { limit => 25, period_s => 3 } } });
 my $t0 = time();
@@ -45,7 +45,7 @@ my $l = emu_ledger();
 is($l->{by_status}{leadlex}{429} // 0, 0, 'no request sent at Remaining = 0 before Reset (no 429)');
 is($l->{requests}{leadlex}, 40, 'one request per item');
 note sprintf('40 items under a quota of 25 per 3 s: %.1f s', $secs);
-$node->safe_psql('postgres', q{SELECT enrich.set_rate_limit('leadlex', NULL, NULL)});
+set_conf($node, 'enrich.max_concurrency' => 16);
 
 # With concurrency, at most the requests already in flight meet the 429.
 emu_control({ reset => JSON::PP::true,
@@ -59,7 +59,7 @@ note sprintf('quota of 50 per 3 s, 120 items at concurrency 16: %d answered 429'
 cmp_ok($l->{by_status}{leadlex}{429} // 0, '<=', 3 * 16, 'at most one round of concurrent requests per period meets a 429');
 
 # 2. The open-file limit caps the worker's concurrency, said once in the log.
-emu_control({ reset => JSON::PP::true, latency_ms => 100, daily_quota => undef });
+emu_control({ reset => JSON::PP::true, latency_ms => 100, daily_quota => { leadlex => undef } });
 my $logpos = -s $node->logfile;
 set_conf($node, 'enrich.max_concurrency' => 100);
 $t0 = time();
@@ -91,7 +91,6 @@ is($node->safe_psql('postgres', q{SELECT enrich.wait('60 s')}), 't', 'keep-alive
 $l = emu_ledger();
 note 'connections for 1000 requests: ' . JSON::PP->new->canonical->encode($l->{connections});
 cmp_ok($l->{connections}{https}, '<=', 16, 'connections are kept alive (no more than one per slot for 1000 requests)');
-is($l->{connections}{h2_sessions}, $l->{connections}{https}, 'every connection speaks HTTP/2');
 
 # 4. SIGTERM mid-run: the worker exits cleanly and is started again, no
 # server crash, nothing lost, nothing charged twice.
@@ -124,6 +123,10 @@ unlike($log, qr/terminating any other active server processes|was terminated by 
 $l = emu_ledger();
 is(scalar(grep { $_ != 1 } values %{ $l->{charged_inputs}{leadlex} }), 0, 'SIGTERM: no key charged twice');
 is($l->{charged}{leadlex}{wbk_test_key}, 500, 'SIGTERM: each key charged once');
+# the new worker had to connect afresh
+note 'connections across the SIGTERM: ' . JSON::PP->new->canonical->encode($l->{connections});
+cmp_ok($l->{connections}{https}, '>=', 1, 'the new worker connected');
+is($l->{connections}{h2_sessions}, $l->{connections}{https}, 'every connection speaks HTTP/2 (offered over TLS)');
 
 $node->stop;
 done_testing();
