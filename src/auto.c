@@ -450,6 +450,27 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 }
 
 /*
+ * Whether any table is enriched automatically with answers of this kind
+ * (in the worker's transaction, connected to SPI): if none is, the worker
+ * skips delivering answers altogether.
+ */
+bool
+enrich_auto_has_targets(EnrichKind kind)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	bool		isnull;
+
+	(void) enrich_keep_plan(&plan, "SELECT EXISTS (SELECT 1 FROM enrich.auto_targets"
+							" WHERE kind OPERATOR(pg_catalog.=) $1)", 1, types);
+	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read enrich.auto_targets");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * Writes an answer into every auto target holding the key.  A "no match"
  * (NULL) clears an answer a row may hold from its key's previous value.  Runs in the worker's transaction, connected to
  * SPI.  Returns NULL, or the first error.

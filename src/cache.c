@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -28,37 +29,37 @@
 
 #include "enrich.h"
 
-typedef struct CacheSql
-{
-	const char *lookup;
-	const char *store;
-} CacheSql;
+static const char *const cache_lookup_sql[ENRICH_NUM_KINDS] = {
+	"SELECT result, matched, fetched_at FROM enrich.companies "
+	"WHERE domain OPERATOR(pg_catalog.=) $1",
+	"SELECT result, matched, fetched_at FROM enrich.leads "
+	"WHERE linkedin_url OPERATOR(pg_catalog.=) $1",
+};
 
-static const CacheSql cache_sql[ENRICH_NUM_KINDS] = {
-	{
-		"SELECT result, matched, fetched_at FROM enrich.companies "
-		"WHERE domain OPERATOR(pg_catalog.=) $1",
-		"INSERT INTO enrich.companies AS c "
-		"(domain, result, matched, source, confidence, request_id, fetched_at) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7) "
-		"ON CONFLICT (domain) DO UPDATE SET result = excluded.result, "
-		"matched = excluded.matched, source = excluded.source, "
-		"confidence = excluded.confidence, request_id = excluded.request_id, "
-		"fetched_at = excluded.fetched_at "
-		"WHERE c.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at"
-	},
-	{
-		"SELECT result, matched, fetched_at FROM enrich.leads "
-		"WHERE linkedin_url OPERATOR(pg_catalog.=) $1",
-		"INSERT INTO enrich.leads AS l "
-		"(linkedin_url, result, matched, source, confidence, request_id, fetched_at) "
-		"VALUES ($1, $2, $3, $4, $5, $6, $7) "
-		"ON CONFLICT (linkedin_url) DO UPDATE SET result = excluded.result, "
-		"matched = excluded.matched, source = excluded.source, "
-		"confidence = excluded.confidence, request_id = excluded.request_id, "
-		"fetched_at = excluded.fetched_at "
-		"WHERE l.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at"
-	},
+/*
+ * The store: an upsert over arrays, one row per element, so that the
+ * worker writes a whole turn's answers in one statement.  An answer is
+ * only replaced by a later one.
+ */
+static const char *const cache_store_sql[ENRICH_NUM_KINDS] = {
+	"INSERT INTO enrich.companies AS c "
+	"(domain, result, matched, source, confidence, request_id, fetched_at) "
+	"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+	" pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+	"ON CONFLICT (domain) DO UPDATE SET result = excluded.result, "
+	"matched = excluded.matched, source = excluded.source, "
+	"confidence = excluded.confidence, request_id = excluded.request_id, "
+	"fetched_at = excluded.fetched_at "
+	"WHERE c.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at",
+	"INSERT INTO enrich.leads AS l "
+	"(linkedin_url, result, matched, source, confidence, request_id, fetched_at) "
+	"SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3), "
+	" pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+	"ON CONFLICT (linkedin_url) DO UPDATE SET result = excluded.result, "
+	"matched = excluded.matched, source = excluded.source, "
+	"confidence = excluded.confidence, request_id = excluded.request_id, "
+	"fetched_at = excluded.fetched_at "
+	"WHERE l.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at",
 };
 
 static SPIPlanPtr lookup_plan[ENRICH_NUM_KINDS];
@@ -104,9 +105,9 @@ enrich_as_owner_end(Oid save_userid, int save_sec)
 	SetUserIdAndSecContext(save_userid, save_sec);
 }
 
-/* Prepares and keeps a plan on first use. */
-static SPIPlanPtr
-keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
+/* Prepares and keeps a plan on first use (connected to SPI). */
+SPIPlanPtr
+enrich_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 {
 	if (*slot == NULL)
 	{
@@ -153,7 +154,7 @@ enrich_cache_lookup(EnrichKind kind, const char *key, Jsonb **result)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		rc = SPI_execute_plan(keep_plan(&lookup_plan[kind], cache_sql[kind].lookup, 1, types),
+		rc = SPI_execute_plan(enrich_keep_plan(&lookup_plan[kind], cache_lookup_sql[kind], 1, types),
 							  args, NULL, false, 1);
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "cache lookup failed: %s", SPI_result_code_string(rc));
@@ -198,33 +199,65 @@ void
 enrich_cache_store_at(EnrichKind kind, const char *key, const EnrichOutcome *out,
 					  TimestampTz fetched_at)
 {
-	Oid			types[7] = {TEXTOID, JSONBOID, BOOLOID, TEXTOID, FLOAT8OID, TEXTOID, TIMESTAMPTZOID};
+	char	   *keys[1] = {(char *) key};
+	EnrichOutcome *outs[1] = {(EnrichOutcome *) out};
+
+	enrich_cache_store_many(kind, 1, keys, outs, fetched_at);
+}
+
+/*
+ * Stores n answers (or "no match"es) of one kind, fetched at the given
+ * time, in one statement: the worker's write-back of a whole turn.  The
+ * keys must be distinct (the queue never has one key in flight twice).
+ */
+void
+enrich_cache_store_many(EnrichKind kind, int n, char **keys,
+						EnrichOutcome **outs, TimestampTz fetched_at)
+{
+	Oid			types[7] = {TEXTARRAYOID, JSONBARRAYOID, BOOLARRAYOID, TEXTARRAYOID,
+	FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			elem[7] = {TEXTOID, JSONBOID, BOOLOID, TEXTOID, FLOAT8OID, TEXTOID, TIMESTAMPTZOID};
+	Datum	   *cols[7];
+	bool	   *nulls[7];
 	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	bool		matched = (out->kind == OUTCOME_MATCH);
 	Oid			save_userid;
 	int			save_sec;
 	int			rc;
 
-	args[0] = CStringGetTextDatum(key);
-	args[1] = matched ? JsonbPGetDatum(out->result) : (Datum) 0;
-	nulls[1] = matched ? ' ' : 'n';
-	args[2] = BoolGetDatum(matched);
-	args[3] = out->source ? CStringGetTextDatum(out->source) : (Datum) 0;
-	nulls[3] = out->source ? ' ' : 'n';
-	args[4] = Float8GetDatum(out->confidence);
-	nulls[4] = isnan(out->confidence) ? 'n' : ' ';
-	args[5] = out->request_id ? CStringGetTextDatum(out->request_id) : (Datum) 0;
-	nulls[5] = out->request_id ? ' ' : 'n';
-	args[6] = TimestampTzGetDatum(fetched_at);
+	if (n == 0)
+		return;
+	for (int c = 0; c < 7; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		EnrichOutcome *o = outs[i];
+		bool		matched = (o->kind == OUTCOME_MATCH);
+
+		cols[0][i] = CStringGetTextDatum(keys[i]);
+		cols[1][i] = matched ? JsonbPGetDatum(o->result) : (Datum) 0;
+		nulls[1][i] = !matched;
+		cols[2][i] = BoolGetDatum(matched);
+		cols[3][i] = o->source ? CStringGetTextDatum(o->source) : (Datum) 0;
+		nulls[3][i] = o->source == NULL;
+		cols[4][i] = Float8GetDatum(o->confidence);
+		nulls[4][i] = isnan(o->confidence);
+		cols[5][i] = o->request_id ? CStringGetTextDatum(o->request_id) : (Datum) 0;
+		nulls[5][i] = o->request_id == NULL;
+		cols[6][i] = TimestampTzGetDatum(fetched_at);
+	}
+	for (int c = 0; c < 7; c++)
+		args[c] = enrich_make_array(cols[c], nulls[c], n, elem[c]);
 
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	PG_TRY();
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		rc = SPI_execute_plan(keep_plan(&store_plan[kind], cache_sql[kind].store, 7, types),
-							  args, nulls, false, 0);
+		rc = SPI_execute_plan(enrich_keep_plan(&store_plan[kind], cache_store_sql[kind], 7, types),
+							  args, NULL, false, 0);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "cache store failed: %s", SPI_result_code_string(rc));
 		SPI_finish();

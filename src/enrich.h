@@ -124,7 +124,7 @@ extern void enrich_http_start(EnrichTransfer *t, const char *url,
 							  struct curl_slist *headers, const char *post_body);
 extern void enrich_http_release(EnrichTransfer *t);
 extern EnrichTransfer *enrich_http_next_done(void);
-extern void enrich_http_wait(long timeout_ms);
+extern bool enrich_http_wait(long timeout_ms);
 extern int	enrich_http_active(void);
 extern int	enrich_http_concurrency(void);
 extern struct curl_slist *enrich_http_header(struct curl_slist *list,
@@ -224,7 +224,11 @@ extern EnrichCacheState enrich_cache_lookup(EnrichKind kind, const char *key,
 											Jsonb **result);
 extern void enrich_cache_store_at(EnrichKind kind, const char *key,
 								  const EnrichOutcome *out, TimestampTz fetched_at);
+extern void enrich_cache_store_many(EnrichKind kind, int n, char **keys,
+									EnrichOutcome **outs, TimestampTz fetched_at);
 extern Oid	enrich_owner(void);
+extern struct _SPI_plan *enrich_keep_plan(struct _SPI_plan **slot, const char *sql,
+										  int nargs, Oid *types);
 extern bool enrich_cache_fresh(bool matched, TimestampTz fetched_at);
 extern void enrich_as_owner_begin(Oid *save_userid, int *save_sec);
 extern void enrich_as_owner_end(Oid save_userid, int save_sec);
@@ -325,7 +329,7 @@ extern void enrich_credit_settle(EnrichKind kind, bool reserved, bool charged,
 								 int64 balance);
 extern int64 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why);
 extern void enrich_rate_release(EnrichKind kind);
-extern int	enrich_rate_allowance(EnrichKind kind, int want);
+extern int	enrich_rate_quota(EnrichKind kind, TimestampTz *more_at);
 extern void enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t,
 								const EnrichOutcome *out);
 extern void enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until);
@@ -339,6 +343,7 @@ extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
 								 double elapsed);
 
 /* ---- auto.c ---- */
+extern bool enrich_auto_has_targets(EnrichKind kind);
 extern char *enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result);
 extern int	enrich_auto_take_inbox(void);
 
@@ -367,8 +372,43 @@ extern void enrich_wake_worker(void);
 extern PGDLLEXPORT void enrich_worker_main(Datum arg);
 
 /* ---- queue.c ---- */
+
+/* Changes to queue items, collected and then written in one statement. */
+typedef struct EnrichQueueUpdates
+{
+	int			n;
+	int			cap;
+	Datum	   *id;
+	Datum	   *status;
+	Datum	   *error;
+	bool	   *error_null;
+	Datum	   *next;
+	bool	   *next_null;
+	Datum	   *delta;
+} EnrichQueueUpdates;
+
+/* A queue item claimed by the worker, with what the cache holds for it. */
+typedef struct EnrichClaimed
+{
+	int64		id;
+	char	   *key;
+	char	   *idempotency_key;
+	int			attempts;		/* counting this one */
+	bool		refresh;
+	bool		cached;			/* a cache row exists (and refresh is off) */
+	bool		matched;
+	TimestampTz fetched_at;
+	Jsonb	   *result;
+} EnrichClaimed;
+
 extern void enrich_queue_wake_at_commit(void);
 extern int64 enrich_queue_add(EnrichKind kind, const char *key);
 extern void enrich_require_worker(void);
+extern Datum enrich_make_array(Datum *values, bool *nulls, int n, Oid elemtype);
+extern void enrich_queue_update(EnrichQueueUpdates *u, int64 id, const char *status,
+								const char *error, TimestampTz next, int attempts_delta);
+extern void enrich_queue_flush(EnrichQueueUpdates *u);
+extern int	enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items);
+extern int	enrich_queue_recover(void);
 
 #endif							/* ENRICH_H */

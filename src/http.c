@@ -10,6 +10,13 @@
  * bookkeeping (AcquireExternalFD) so that many connections never starve
  * the backend of descriptors.
  *
+ * Waiting is event-driven, with curl's socket interface: curl tells us
+ * which sockets to watch (socket callback) and when it next needs to run
+ * (timer callback); we wait on those sockets and the process latch in one
+ * WaitEventSet, and hand curl exactly the sockets that are ready.  So a
+ * cancel, a terminate or new work wakes the wait at once, and the cost of
+ * a wake-up does not grow with the number of requests in flight.
+ *
  * Callbacks never palloc and never ereport: libcurl is C code that must
  * not be longjmp'd out of.  They only fill malloc'd buffers and plain
  * fields, which the caller turns into Datums after the transfer.
@@ -24,6 +31,9 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "enrich.h"
@@ -32,8 +42,29 @@
 #error "enrich needs libcurl 7.68.0 or later"
 #endif
 
+/* Each easy handle's receive buffer; answers are a few kB. */
+#define RECV_BUFFER_SIZE 4096
+/* First allocation for a response body without a Content-Length. */
+#define BODY_INITIAL_SIZE 2048
+
 static CURLM *enrich_multi = NULL;
 static int	nactive = 0;			/* transfers on the multi handle */
+
+/* A socket curl asked us to watch, and for what (CURL_POLL_*). */
+typedef struct HttpSocket
+{
+	curl_socket_t fd;
+	int			what;
+} HttpSocket;
+
+static HttpSocket *watched = NULL;	/* malloc'd: filled inside curl */
+static int	nwatched = 0;
+static int	maxwatched = 0;
+static bool watched_changed = true;
+static WaitEventSet *wait_set = NULL;
+static WaitEvent *wait_events = NULL;
+static int	wait_set_size = 0;
+static TimestampTz curl_due = -1;	/* when curl wants to run; -1: never */
 
 /* Initialises libcurl once per process. */
 void
@@ -50,6 +81,54 @@ enrich_http_init(void)
 	done = true;
 }
 
+/*
+ * curl's socket callback: remembers which sockets to watch for what.  Runs
+ * inside curl, so it only touches malloc'd memory and never throws.
+ */
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nwatched; i++)
+		if (watched[i].fd == fd)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nwatched)
+			watched[i] = watched[--nwatched];
+	}
+	else
+	{
+		if (i == nwatched)
+		{
+			if (nwatched == maxwatched)
+			{
+				int			n = Max(maxwatched * 2, 16);
+				HttpSocket *w = realloc(watched, sizeof(HttpSocket) * n);
+
+				if (w == NULL)
+					return -1;
+				watched = w;
+				maxwatched = n;
+			}
+			watched[nwatched++].fd = fd;
+		}
+		watched[i].what = what;
+	}
+	watched_changed = true;
+	return 0;
+}
+
+/* curl's timer callback: when curl next needs to run (-1: no need). */
+static int
+timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	curl_due = timeout_ms < 0 ? -1 :
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return 0;
+}
+
 /* Returns this backend's multi handle, creating it on first use. */
 CURLM *
 enrich_http_multi(void)
@@ -64,6 +143,8 @@ enrich_http_multi(void)
 					 errmsg("out of memory"),
 					 errdetail("Could not create a libcurl multi handle.")));
 		curl_multi_setopt(enrich_multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+		curl_multi_setopt(enrich_multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+		curl_multi_setopt(enrich_multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	}
 	/* keep enough idle connections for a full batch */
 	curl_multi_setopt(enrich_multi, CURLMOPT_MAXCONNECTS,
@@ -138,9 +219,16 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	}
 	if (t->body_len + n + 1 > t->body_cap)
 	{
-		size_t		cap = Max(t->body_cap * 2, 8192);
+		curl_off_t	clen = -1;
+		size_t		cap = t->body_cap * 2;
 		char	   *nb;
 
+		/* the first allocation fits the announced length, if sensible */
+		if (t->body_cap == 0)
+		{
+			curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clen);
+			cap = (clen > 0 && (size_t) clen < t->body_limit) ? (size_t) clen + 1 : BODY_INITIAL_SIZE;
+		}
 		while (cap < t->body_len + n + 1)
 			cap *= 2;
 		nb = realloc(t->body, cap);
@@ -294,6 +382,7 @@ set_common_options(EnrichTransfer *t)
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->body_limit);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long) RECV_BUFFER_SIZE);
 	if (!enrich_keep_alive)
 	{
 		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
@@ -398,19 +487,18 @@ enrich_http_release(EnrichTransfer *t)
 }
 
 /*
- * Drives the multi handle and returns one finished transfer, or NULL when
- * none has finished yet.  The finished transfer is detached from the multi
- * handle (its connection goes back to the cache) but keeps its response.
+ * Returns one finished transfer, or NULL when none has finished (since the
+ * last enrich_http_wait).  The finished transfer is detached from the
+ * multi handle (its connection goes back to the cache) but keeps its
+ * response.
  */
 EnrichTransfer *
 enrich_http_next_done(void)
 {
 	CURLM	   *multi = enrich_http_multi();
-	int			running;
 	int			left;
 	CURLMsg    *msg;
 
-	curl_multi_perform(multi, &running);
 	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
 	{
 		EnrichTransfer *t = NULL;
@@ -434,15 +522,100 @@ enrich_http_next_done(void)
 }
 
 /*
- * Waits up to timeout_ms for socket activity.  Callers loop with
- * CHECK_FOR_INTERRUPTS between waits, so keep the timeout short.
+ * (Re)builds the WaitEventSet: the latch, postmaster death and every socket
+ * curl watches.  Sockets come and go with connections, which is rare next
+ * to requests when connections are kept alive.
  */
-void
+static void
+rebuild_wait_set(void)
+{
+	int			size = nwatched + 2;
+
+	if (wait_set != NULL)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	if (size > wait_set_size)
+	{
+		int			n = Max(size, 16);
+
+		wait_events = wait_events == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * n) :
+			repalloc(wait_events, sizeof(WaitEvent) * n);
+		wait_set_size = n;
+	}
+	wait_set = CreateWaitEventSet(TopMemoryContext, size);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nwatched; i++)
+	{
+		uint32		ev = 0;
+
+		if (watched[i].what == CURL_POLL_IN || watched[i].what == CURL_POLL_INOUT)
+			ev |= WL_SOCKET_READABLE;
+		if (watched[i].what == CURL_POLL_OUT || watched[i].what == CURL_POLL_INOUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		AddWaitEventToSet(wait_set, ev, watched[i].fd, NULL, NULL);
+	}
+	watched_changed = false;
+}
+
+/* Lets curl run whatever is due on its timer. */
+static void
+run_curl_timer(void)
+{
+	int			running;
+
+	if (curl_due >= 0 && curl_due <= GetCurrentTimestamp())
+	{
+		curl_due = -1;
+		curl_multi_socket_action(enrich_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+}
+
+/*
+ * Waits up to timeout_ms for a socket curl watches, curl's own timer, or
+ * the process latch, and lets curl handle what is ready (finished transfers
+ * are then available from enrich_http_next_done).  Returns true if the
+ * latch was set (it has been reset: the caller checks for interrupts and
+ * whatever else sets it).  Exits if the postmaster dies.
+ */
+bool
 enrich_http_wait(long timeout_ms)
 {
-	int			numfds;
+	TimestampTz now;
+	bool		latch = false;
+	int			n;
 
-	pgstat_report_wait_start(PG_WAIT_EXTENSION);
-	curl_multi_poll(enrich_http_multi(), NULL, 0, (int) timeout_ms, &numfds);
-	pgstat_report_wait_end();
+	(void) enrich_http_multi();
+	run_curl_timer();
+	if (wait_set == NULL || watched_changed)
+		rebuild_wait_set();
+	if (curl_due >= 0)
+	{
+		now = GetCurrentTimestamp();
+		timeout_ms = Min(timeout_ms, Max((curl_due - now + 999) / 1000, 0));
+	}
+	n = WaitEventSetWait(wait_set, Max(timeout_ms, 0), wait_events, wait_set_size,
+						 PG_WAIT_EXTENSION);
+	for (int i = 0; i < n; i++)
+	{
+		WaitEvent  *ev = &wait_events[i];
+		int			mask = 0;
+		int			running;
+
+		if (ev->events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch = true;
+			continue;
+		}
+		if (ev->events & WL_SOCKET_READABLE)
+			mask |= CURL_CSELECT_IN;
+		if (ev->events & WL_SOCKET_WRITEABLE)
+			mask |= CURL_CSELECT_OUT;
+		if (mask != 0)
+			curl_multi_socket_action(enrich_multi, ev->fd, mask, &running);
+	}
+	run_curl_timer();
+	return latch;
 }

@@ -33,8 +33,8 @@
 /* Backoff: 200 ms doubling, capped, with full jitter. */
 #define BACKOFF_BASE_MS 200
 #define BACKOFF_CAP_MS 30000
-/* How often the wait loop looks at interrupts. */
-#define POLL_MS 50
+/* Longest wait without a look around (interrupts wake it at once anyway). */
+#define POLL_MS 1000
 
 /* Fills a buffer with a random (version 4) UUID. */
 void
@@ -579,8 +579,9 @@ enrich_job_finish_try(EnrichJob *job)
 /*
  * Runs jobs to completion, at most `concurrency` in flight at once.  On
  * return every job is finished with its outcome.  Interrupts (cancel,
- * statement_timeout, terminate) are honoured within POLL_MS; the transfers
- * and their shares of the budget are released before the ERROR goes on.
+ * statement_timeout, terminate) wake the wait and are honoured at once;
+ * the transfers and their shares of the budget are released before the
+ * ERROR goes on.
  */
 void
 enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
@@ -662,15 +663,8 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 
 		if (due != PG_INT64_MAX)
 			timeout = Min(timeout, Max((due - now) / 1000, 1));
-		if (nactive > 0)
-			enrich_http_wait(timeout);
-		else
-		{
-			/* only waits left: sleep on the latch until one is due */
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 timeout, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
+		/* sockets, curl's timer, the latch (cancel), or the next due job */
+		(void) enrich_http_wait(timeout);
 	}
 }
 

@@ -21,7 +21,9 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -34,6 +36,42 @@ PG_FUNCTION_INFO_V1(refresh);
 
 static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr pending_plan = NULL;
+static SPIPlanPtr update_plan = NULL;
+static SPIPlanPtr claim_plan[ENRICH_NUM_KINDS];
+
+/*
+ * The worker's claim: due queued items of one kind, oldest due first, each
+ * with its cache row unless it is a refresh.  SKIP LOCKED keeps a session
+ * that is enqueueing or cancelling from blocking the worker.
+ */
+static const char *const claim_sql[ENRICH_NUM_KINDS] = {
+	"WITH claimed AS ("
+	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
+	"  updated_at = pg_catalog.now()"
+	" WHERE q.id IN (SELECT id FROM enrich.queue"
+	"  WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) 'company'"
+	"    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh)"
+	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
+	"  c.domain IS NOT NULL, c.matched, c.fetched_at, c.result"
+	" FROM claimed cl LEFT JOIN enrich.companies c"
+	"  ON c.domain OPERATOR(pg_catalog.=) cl.key AND NOT cl.refresh"
+	" ORDER BY cl.id",
+	"WITH claimed AS ("
+	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
+	"  updated_at = pg_catalog.now()"
+	" WHERE q.id IN (SELECT id FROM enrich.queue"
+	"  WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) 'lead'"
+	"    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
+	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh)"
+	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
+	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result"
+	" FROM claimed cl LEFT JOIN enrich.leads l"
+	"  ON l.linkedin_url OPERATOR(pg_catalog.=) cl.key AND NOT cl.refresh"
+	" ORDER BY cl.id",
+};
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
@@ -97,25 +135,17 @@ enrich_queue_add(EnrichKind kind, const char *key)
 	bool		isnull;
 	int			rc;
 
-	if (enqueue_plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare(
-			"WITH ins AS ("
-			" INSERT INTO enrich.queue (kind, key) VALUES ($1, $2)"
-			" ON CONFLICT (kind, key) WHERE status IN ('queued', 'in_flight', 'waiting_credits')"
-			" DO NOTHING RETURNING id)"
-			" SELECT id FROM ins"
-			" UNION ALL"
-			" SELECT id FROM enrich.queue"
-			"  WHERE kind OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
-			"    AND status IN ('queued', 'in_flight', 'waiting_credits')"
-			" LIMIT 1", 2, types);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		enqueue_plan = p;
-	}
+	(void) enrich_keep_plan(&enqueue_plan,
+							"WITH ins AS ("
+							" INSERT INTO enrich.queue (kind, key) VALUES ($1, $2)"
+							" ON CONFLICT (kind, key) WHERE status IN ('queued', 'in_flight', 'waiting_credits')"
+							" DO NOTHING RETURNING id)"
+							" SELECT id FROM ins"
+							" UNION ALL"
+							" SELECT id FROM enrich.queue"
+							"  WHERE kind OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
+							"    AND status IN ('queued', 'in_flight', 'waiting_credits')"
+							" LIMIT 1", 2, types);
 	args[0] = CStringGetTextDatum(enrich_kind_name(kind));
 	args[1] = CStringGetTextDatum(key);
 	rc = SPI_execute_plan(enqueue_plan, args, NULL, false, 1);
@@ -123,6 +153,152 @@ enrich_queue_add(EnrichKind kind, const char *key)
 		elog(ERROR, "could not queue key: %s", SPI_result_code_string(rc));
 	enrich_queue_wake_at_commit();
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Builds a one-dimensional array of n values (nulls may be NULL). */
+Datum
+enrich_make_array(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}
+
+/*
+ * Adds a change of one item to a batch: its new status, last error (NULL
+ * clears it), next attempt time (0 keeps it) and a correction of its
+ * attempts (-1 when the claim's try was not really made).  Finished
+ * statuses set finished_at.
+ */
+void
+enrich_queue_update(EnrichQueueUpdates *u, int64 id, const char *status,
+					const char *error, TimestampTz next, int attempts_delta)
+{
+	if (u->n == u->cap)
+	{
+		int			cap = Max(u->cap * 2, 16);
+
+		if (u->cap == 0)
+		{
+			u->id = palloc(sizeof(Datum) * cap);
+			u->status = palloc(sizeof(Datum) * cap);
+			u->error = palloc(sizeof(Datum) * cap);
+			u->error_null = palloc(sizeof(bool) * cap);
+			u->next = palloc(sizeof(Datum) * cap);
+			u->next_null = palloc(sizeof(bool) * cap);
+			u->delta = palloc(sizeof(Datum) * cap);
+		}
+		else
+		{
+			u->id = repalloc(u->id, sizeof(Datum) * cap);
+			u->status = repalloc(u->status, sizeof(Datum) * cap);
+			u->error = repalloc(u->error, sizeof(Datum) * cap);
+			u->error_null = repalloc(u->error_null, sizeof(bool) * cap);
+			u->next = repalloc(u->next, sizeof(Datum) * cap);
+			u->next_null = repalloc(u->next_null, sizeof(bool) * cap);
+			u->delta = repalloc(u->delta, sizeof(Datum) * cap);
+		}
+		u->cap = cap;
+	}
+	u->id[u->n] = Int64GetDatum(id);
+	u->status[u->n] = CStringGetTextDatum(status);
+	u->error[u->n] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	u->error_null[u->n] = error == NULL;
+	u->next[u->n] = TimestampTzGetDatum(next);
+	u->next_null[u->n] = next == 0;
+	u->delta[u->n] = Int32GetDatum(attempts_delta);
+	u->n++;
+}
+
+/* Writes a batch of item changes in one statement and empties it. */
+void
+enrich_queue_flush(EnrichQueueUpdates *u)
+{
+	Oid			types[5] = {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	TIMESTAMPTZARRAYOID, INT4ARRAYOID};
+	Datum		args[5];
+	int			rc;
+
+	if (u->n == 0)
+		return;
+	args[0] = enrich_make_array(u->id, NULL, u->n, INT8OID);
+	args[1] = enrich_make_array(u->status, NULL, u->n, TEXTOID);
+	args[2] = enrich_make_array(u->error, u->error_null, u->n, TEXTOID);
+	args[3] = enrich_make_array(u->next, u->next_null, u->n, TIMESTAMPTZOID);
+	args[4] = enrich_make_array(u->delta, NULL, u->n, INT4OID);
+	rc = SPI_execute_plan(enrich_keep_plan(&update_plan,
+									 "UPDATE enrich.queue q SET status = u.status, last_error = u.error,"
+									 " updated_at = pg_catalog.now(),"
+									 " next_attempt_at = coalesce(u.next, q.next_attempt_at),"
+									 " attempts = q.attempts OPERATOR(pg_catalog.+) u.delta,"
+									 " finished_at = CASE WHEN u.status IN ('done', 'no_match', 'failed')"
+									 "   THEN pg_catalog.now() END"
+									 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+									 " pg_catalog.unnest($4), pg_catalog.unnest($5)) AS u(id, status, error, next, delta)"
+									 " WHERE q.id OPERATOR(pg_catalog.=) u.id",
+									 5, types),
+						  args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not update queue items: %s", SPI_result_code_string(rc));
+	u->n = 0;
+}
+
+/*
+ * Claims up to `limit` due items of one kind for the worker (in its
+ * transaction, connected to SPI) and returns them, copied into the current
+ * memory context, with their cache rows.
+ */
+int
+enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(limit)};
+	SPITupleTable *tt;
+	int			n;
+
+	if (SPI_execute_plan(enrich_keep_plan(&claim_plan[kind], claim_sql[kind], 1, types),
+						 args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not claim queue items");
+	tt = SPI_tuptable;
+	n = (int) SPI_processed;
+	*items = palloc0(sizeof(EnrichClaimed) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		EnrichClaimed *c = &(*items)[i];
+		bool		isnull;
+		Datum		res;
+
+		c->id = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
+		c->key = SPI_getvalue(tup, tt->tupdesc, 2);
+		c->idempotency_key = SPI_getvalue(tup, tt->tupdesc, 3);
+		c->attempts = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 4, &isnull));
+		c->refresh = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 5, &isnull));
+		c->cached = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
+		if (!c->cached)
+			continue;
+		c->matched = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
+		c->fetched_at = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 8, &isnull));
+		res = SPI_getbinval(tup, tt->tupdesc, 9, &isnull);
+		c->result = isnull ? NULL : DatumGetJsonbPCopy(res);
+	}
+	return n;
+}
+
+/* After a start or crash: items left in flight run again.  Returns how many. */
+int
+enrich_queue_recover(void)
+{
+	if (SPI_execute("UPDATE enrich.queue SET status = 'queued', updated_at = pg_catalog.now() "
+					"WHERE status OPERATOR(pg_catalog.=) 'in_flight'", false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not queue interrupted items again");
+	return (int) SPI_processed;
 }
 
 /* The shared body of the two enqueue functions. */
@@ -174,17 +350,10 @@ queue_busy(void)
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (pending_plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare("SELECT EXISTS (SELECT 1 FROM enrich.queue"
-									" WHERE status IN ('queued', 'in_flight'))"
-									" OR EXISTS (SELECT 1 FROM enrich.auto_inbox)", 0, NULL);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		pending_plan = p;
-	}
+	(void) enrich_keep_plan(&pending_plan,
+							"SELECT EXISTS (SELECT 1 FROM enrich.queue"
+							" WHERE status IN ('queued', 'in_flight'))"
+							" OR EXISTS (SELECT 1 FROM enrich.auto_inbox)", 0, NULL);
 	if (SPI_execute_plan(pending_plan, NULL, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read enrich.queue");
 	busy = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -444,27 +444,34 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 }
 
 /*
- * How many of `want` requests to a provider could start now, by its pause,
- * concurrency cap and rate limit (nothing is taken).  The worker claims no
- * more queue items than this.
+ * How many requests to a provider the worker may hold ready to send, on
+ * top of those in flight: none while it is paused (one probe once a
+ * credit pause is over), at most its concurrency cap, and no more than its
+ * rate window has room for now.  *more_at says when the quota grows by
+ * itself (the end of a pause, a place in the window); 0 means only when a
+ * request finishes.  Nothing is taken.
  */
 int
-enrich_rate_allowance(EnrichKind kind, int want)
+enrich_rate_quota(EnrichKind kind, TimestampTz *more_at)
 {
 	EnrichProviderShared *p;
 	TimestampTz now = GetCurrentTimestamp();
-	int			n = want;
+	int			n = PG_INT32_MAX;
 
+	*more_at = 0;
 	if (enrich_shared == NULL)
-		return want;
+		return n;
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_SHARED);
 	if (p->paused_until > now)
+	{
 		n = 0;
+		*more_at = p->paused_until;
+	}
 	else if (p->pause_reason == PAUSE_CREDITS)
-		n = (p->in_flight == 0) ? Min(n, 1) : 0;
+		n = (p->in_flight == 0) ? 1 : 0;
 	if (p->rate_max_concurrency > 0)
-		n = Min(n, p->rate_max_concurrency - p->in_flight);
+		n = Min(n, p->rate_max_concurrency);
 	if (p->rate_requests > 0 && n > 0)
 	{
 		int			limit;
@@ -478,11 +485,14 @@ enrich_rate_allowance(EnrichKind kind, int want)
 			TimestampTz t = rate_sent_ago(p, limit - free);
 
 			if (t != 0 && now - t < window)
+			{
+				*more_at = t + window;
 				break;
+			}
 			free++;
 		}
 		n = free;
 	}
 	LWLockRelease(enrich_shared->lock);
-	return Max(n, 0);
+	return n;
 }

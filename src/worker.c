@@ -4,23 +4,31 @@
  *	  The background worker that drains enrich.queue.
  *
  * One worker, registered from shared_preload_libraries, serves the
- * database named by enrich.database_name.  Its loop:
+ * database named by enrich.database_name.  It holds claimed queue items in
+ * request slots: up to enrich.max_concurrency requests in flight, and as
+ * many again claimed and ready, so that a finished request is replaced at
+ * once, without waiting for a transaction.  Its loop:
  *
- *	1. claims due items (FOR UPDATE SKIP LOCKED) in a short transaction,
- *	   no more than the free slots, the provider's rate allowance and the
- *	   credit budget allow; items whose answer is already cached are
- *	   finished on the spot, with no request;
- *	2. runs their requests with libcurl's multi interface, up to
- *	   enrich.max_concurrency at once over kept-alive connections;
- *	3. writes the answers that arrived, with their queue rows and the
- *	   credits used, in one short transaction per turn of the loop;
- *	4. sleeps on its latch when there is nothing to do.  Enqueueing
- *	   transactions set the latch when they commit.
+ *	1. collects finished transfers (their slots await write-back) and
+ *	   starts the requests that are due, from the ready slots, up to the
+ *	   concurrency, the providers' rate limits and the credit budget;
+ *	2. runs one short transaction when there is something to write or to
+ *	   claim: the answers that arrived (cache rows, queue rows, auto_enrich
+ *	   targets and the credits used, all in one commit), the housekeeping
+ *	   when it is due, and claims (FOR UPDATE SKIP LOCKED) for the free
+ *	   slots, no more than each provider's pause, cap, rate and budget
+ *	   allow; items whose answer is cached are finished there, with no
+ *	   request;
+ *	3. waits on the request sockets, curl's timer and its latch together
+ *	   (enrich_http_wait): an answer, a commit that queued work, a reload
+ *	   or a terminate wakes it at once, and it sleeps when idle.
  *
- * HTTP never happens inside a transaction.  A provider failure is data:
- * it goes on the queue row (retry with backoff, waiting_credits, failed),
- * it never restarts the process.  An error in a transaction of ours is
- * logged, the transaction rolled back, and the loop goes on.
+ * HTTP never happens inside a transaction: requests run across them.  A
+ * provider failure is data: it goes on the queue row (retry with backoff,
+ * waiting_credits, failed), it never restarts the process.  An error in a
+ * transaction of ours is logged, rolled back, and the loop goes on; answers
+ * whose joint write failed are written one by one, and one that still
+ * fails marks its item failed, so no answer is paid for twice in a loop.
  *
  * Crash safety: an item is in_flight only between claim and write-back.
  * When the worker starts, in_flight items are queued again; a LeadLex
@@ -32,13 +40,11 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
-#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -48,32 +54,40 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
-#include "utils/wait_event.h"
 
 #include "enrich.h"
 
 /* How often the worker does its housekeeping when nothing wakes it. */
 #define HOUSEKEEPING_MS 1000
-/* How long curl may wait for sockets before we look at the latch. */
-#define CURL_POLL_MS 20
+/* ... and at most how often when woken (by commits that queued work). */
+#define HOUSEKEEPING_MIN_MS 100
 /* A credit pause (402) is probed this often. */
 #define CREDIT_PROBE_MS 60000
+/* A key pause (401/403) lasts this long, or until the settings are reloaded. */
+#define AUTH_PAUSE_MS 300000
+/* A ready item that would wait longer than this goes back to the queue. */
+#define HOLD_MAX_MS 2000
 
 /* One request slot: a claimed queue item and its job. */
 typedef struct Slot
 {
-	bool		used;
-	bool		done;			/* finished, waiting for write-back */
+	bool		used;			/* holds a claimed item */
+	bool		done;			/* finished or handed back: awaits write-back */
+	bool		fresh;			/* claimed in the transaction now open */
 	MemoryContext cxt;			/* the job's strings and answer */
 	EnrichJob	job;
 } Slot;
 
-static Slot **slots = NULL;	/* each slot stays put: curl points into it */
+static Slot **slots = NULL;		/* each slot stays put: curl points into it */
 static int	nslots = 0;
-static int	nused = 0;
-static bool ready = false;		/* the extension exists and we recovered */
-static bool more_due = true;	/* the last claim filled up: there may be more */
+static bool ready = false;		/* the extension is there at our version */
+static bool recovered = false;	/* in_flight items of a former run requeued */
+static bool more_due[ENRICH_NUM_KINDS];	/* the last claim filled its quota */
+static bool freed = false;		/* slots were freed since the last claim */
+static TimestampTz claim_at = 0;	/* a provider's quota grows then by itself */
+static bool inbox_busy = true;	/* the last look at the inbox found keys */
 static MemoryContext worker_cxt = NULL;
+static MemoryContext turn_cxt = NULL;	/* reset after every transaction */
 
 /* Registers the worker with the postmaster; called from _PG_init. */
 void
@@ -105,17 +119,14 @@ worker_detach(int code, Datum arg)
 	LWLockRelease(enrich_shared->lock);
 }
 
-/* Concurrency allowed now (see enrich_http_concurrency). */
-static int
-worker_concurrency(void)
-{
-	return enrich_http_concurrency();
-}
+/* ---- slots ---- */
 
-/* Makes room for the current concurrency (slots only ever grow). */
+/* Makes room for twice the concurrency (slots only ever grow). */
 static void
-ensure_slots(int n)
+ensure_slots(int conc)
 {
+	int			n = conc * 2;
+
 	if (n <= nslots)
 		return;
 	if (slots == NULL)
@@ -127,15 +138,84 @@ ensure_slots(int n)
 	nslots = n;
 }
 
-/* Runs one statement with SPI (inside our transaction); checks the result. */
+/*
+ * Counts slots: used, in flight, and per kind held (used, not done) and
+ * waiting (held, not in flight).
+ */
 static void
-worker_exec(const char *sql, int nargs, Oid *types, Datum *values, int expect)
+count_slots(int *used, int *active, int *held, int *waiting)
 {
-	int			rc = SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0);
+	*used = *active = 0;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		held[k] = waiting[k] = 0;
+	for (int i = 0; i < nslots; i++)
+	{
+		Slot	   *s = slots[i];
 
-	if (rc != expect)
-		elog(ERROR, "enrich worker statement failed: %s", SPI_result_code_string(rc));
+		if (!s->used)
+			continue;
+		(*used)++;
+		if (s->job.active)
+			(*active)++;
+		if (!s->done)
+		{
+			held[s->job.kind]++;
+			if (!s->job.active)
+				waiting[s->job.kind]++;
+		}
+	}
 }
+
+/* Takes a free slot for a claimed item and sets its job up. */
+static void
+fill_slot(EnrichKind kind, const EnrichClaimed *c)
+{
+	Slot	   *s = NULL;
+	MemoryContext old;
+
+	for (int i = 0; i < nslots && s == NULL; i++)
+		if (!slots[i]->used)
+			s = slots[i];
+	if (s == NULL)
+		elog(ERROR, "enrich worker has no free request slot");
+	if (s->cxt == NULL)
+		s->cxt = AllocSetContextCreate(worker_cxt, "enrich request", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(s->cxt);
+	enrich_job_init(&s->job, kind, c->key);
+	strlcpy(s->job.idempotency_key, c->idempotency_key, sizeof(s->job.idempotency_key));
+	s->job.queue_id = c->id;
+	s->job.attempts = c->attempts - 1;
+	s->job.honour_pauses = true;
+	MemoryContextSwitchTo(old);
+	s->used = true;
+	s->done = false;
+	s->fresh = true;
+}
+
+/* Frees a slot: its transfer, its share of the budget, its memory. */
+static void
+release_slot(Slot *s)
+{
+	enrich_http_release(&s->job.xfer);
+	enrich_job_settle(&s->job);
+	MemoryContextReset(s->cxt);
+	memset(&s->job, 0, sizeof(EnrichJob));
+	s->used = false;
+	s->done = false;
+	s->fresh = false;
+	freed = true;
+}
+
+/* Drops the slots claimed in a transaction that rolled back (or all). */
+static void
+drop_slots(bool all)
+{
+	for (int i = 0; i < nslots; i++)
+		if (slots[i]->used && (all || slots[i]->fresh))
+			release_slot(slots[i]);
+}
+
+/* ---- transactions ---- */
 
 /* Starts a transaction of ours with SPI and a snapshot. */
 static void
@@ -148,6 +228,7 @@ tx_begin(bool durable)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(turn_cxt);
 }
 
 /* Commits a transaction started by tx_begin. */
@@ -157,20 +238,31 @@ tx_commit(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(worker_cxt);
+	MemoryContextReset(turn_cxt);
 	pgstat_report_stat(false);
 }
 
-/* Logs the error in flight and rolls back; the loop goes on. */
-static void
-tx_recover(MemoryContext cxt)
+/* Logs the error in flight and rolls back; returns its message. */
+static char *
+tx_recover(void)
 {
-	MemoryContextSwitchTo(cxt);
+	ErrorData  *ed;
+	char	   *msg;
+
+	MemoryContextSwitchTo(worker_cxt);
+	ed = CopyErrorData();
+	msg = pstrdup(ed->message);
+	FreeErrorData(ed);
 	EmitErrorReport();
 	FlushErrorState();
 	AbortCurrentTransaction();
 	SPI_finish();
-	ready = false;
+	MemoryContextReset(turn_cxt);
+	return msg;
 }
+
+/* ---- housekeeping ---- */
 
 /*
  * Whether the extension is installed in our database at the library's
@@ -183,7 +275,7 @@ extension_installed(void)
 	const char *why;
 	char	   *version = NULL;
 
-	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'enrich'",
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'enrich'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (version != NULL && strcmp(version, ENRICH_VERSION) == 0)
@@ -209,18 +301,6 @@ extension_installed(void)
 	return false;
 }
 
-/* After a start or crash: items left in flight run again. */
-static void
-recover_in_flight(void)
-{
-	worker_exec("UPDATE enrich.queue SET status = 'queued', updated_at = now() "
-				"WHERE status = 'in_flight'", 0, NULL, NULL, SPI_OK_UPDATE);
-	if (SPI_processed > 0)
-		ereport(LOG,
-				(errmsg("enrich worker queued %llu interrupted request(s) again",
-						(unsigned long long) SPI_processed)));
-}
-
 /*
  * Parks queued work of a provider whose budget is spent (or that answered
  * 402) as waiting_credits, and resumes parked work when credits are there.
@@ -237,34 +317,41 @@ balance_credits(EnrichKind kind)
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
 	if (avail == 0 || (pause == PAUSE_CREDITS && until > GetCurrentTimestamp()))
 	{
-		worker_exec("UPDATE enrich.queue SET status = 'waiting_credits', updated_at = now() "
-					"WHERE status = 'queued' AND kind OPERATOR(pg_catalog.=) $1",
-					1, types, values, SPI_OK_UPDATE);
+		if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'waiting_credits', updated_at = pg_catalog.now() "
+								  "WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) $1",
+								  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not park queue items");
 		return;
 	}
 	/* a credit pause that has run out lets one probe through */
 	values[1] = Int64GetDatum(pause == PAUSE_CREDITS ? 1 : Min(avail, PG_INT64_MAX / 2));
-	worker_exec("UPDATE enrich.queue SET status = 'queued', next_attempt_at = now(), updated_at = now() "
-				"WHERE id IN (SELECT id FROM enrich.queue WHERE status = 'waiting_credits' "
-				"  AND kind OPERATOR(pg_catalog.=) $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
-				2, types, values, SPI_OK_UPDATE);
+	if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'queued', next_attempt_at = pg_catalog.now(), "
+							  "updated_at = pg_catalog.now() "
+							  "WHERE id IN (SELECT id FROM enrich.queue "
+							  "  WHERE status OPERATOR(pg_catalog.=) 'waiting_credits' AND kind OPERATOR(pg_catalog.=) $1 "
+							  "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not resume queue items");
+	if (SPI_processed > 0)
+		more_due[kind] = true;
 }
 
-/* Once a second, or when woken: spool, budgets, usage. */
+/* Once a second, or when woken: version check, recovery, spool, budgets. */
 static void
 housekeeping(void)
 {
 	int			n;
 
-	if (!extension_installed())
-	{
-		ready = false;
-		return;
-	}
+	ready = extension_installed();
 	if (!ready)
+		return;
+	if (!recovered)
 	{
-		recover_in_flight();
-		ready = true;
+		n = enrich_queue_recover();
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("enrich worker queued %d interrupted request(s) again", n)));
+		recovered = true;
 	}
 	n = enrich_spool_ingest_all();
 	if (n > 0)
@@ -272,153 +359,336 @@ housekeeping(void)
 	enrich_limits_load();
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 		balance_credits((EnrichKind) k);
-	enrich_limits_save_usage();
+	inbox_busy = true;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		more_due[k] = true;
 }
 
-/* Marks a queue item finished (or waiting) right away. */
+/* ---- write-back ---- */
+
+/*
+ * Adds one finished slot to the turn's writes: answers to the cache lists
+ * (delivered to auto_enrich targets at once), queue changes to the batch.
+ */
 static void
-set_item(int64 id, const char *status, const char *error, TimestampTz next,
-		 int attempts_delta)
+write_slot(Slot *s, EnrichQueueUpdates *u, int *ncache, char ***keys,
+		   EnrichOutcome ***outs, const bool *deliver)
 {
-	Oid			types[5] = {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int			rc;
+	EnrichJob  *j = &s->job;
+	EnrichOutcome *o = &j->out;
+	TimestampTz now = GetCurrentTimestamp();
 
-	values[0] = Int64GetDatum(id);
-	values[1] = CStringGetTextDatum(status);
-	values[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	nulls[2] = error ? ' ' : 'n';
-	values[3] = TimestampTzGetDatum(next);
-	nulls[3] = next ? ' ' : 'n';
-	values[4] = Int32GetDatum(attempts_delta);
-	rc = SPI_execute_with_args(
-		"UPDATE enrich.queue SET status = $2, last_error = $3, updated_at = now(), "
-		" next_attempt_at = coalesce($4, next_attempt_at), attempts = attempts + $5, "
-		" finished_at = CASE WHEN $2 IN ('done', 'no_match', 'failed') THEN now() END "
-		"WHERE id OPERATOR(pg_catalog.=) $1",
-		5, types, values, nulls, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "could not update queue item " INT64_FORMAT, id);
-}
+	if (j->finished && (o->kind == OUTCOME_MATCH || o->kind == OUTCOME_NO_MATCH))
+	{
+		char	   *err = NULL;
 
-/* Finds a free slot (there is one: claims never exceed the free slots). */
-static Slot *
-free_slot(void)
-{
-	for (int i = 0; i < nslots; i++)
-		if (!slots[i]->used)
-			return slots[i];
-	elog(ERROR, "enrich worker has no free request slot");
-	pg_unreachable();
+		keys[j->kind][ncache[j->kind]] = j->key;
+		outs[j->kind][ncache[j->kind]++] = o;
+		if (deliver[j->kind])
+			err = enrich_auto_deliver(j->kind, j->key, o->kind == OUTCOME_MATCH ? o->result : NULL);
+		enrich_queue_update(u, j->queue_id, err ? "failed" : o->kind == OUTCOME_MATCH ? "done" : "no_match",
+							err, 0, 0);
+		if (o->kind == OUTCOME_MATCH && o->charged)
+			enrich_unpause(j->kind, PAUSE_CREDITS);
+		return;
+	}
+	switch (o->kind)
+	{
+		case OUTCOME_NONE:
+			/* handed back unsent: it waits for its provider in the queue */
+			enrich_queue_update(u, j->queue_id, "queued", NULL, j->not_before, -1);
+			return;
+		case OUTCOME_RATE_LIMITED:
+			{
+				TimestampTz until;
+
+				/* waiting out a rate limit is not a failed attempt */
+				(void) enrich_paused(j->kind, &until);
+				enrich_queue_update(u, j->queue_id, "queued", o->message,
+									Max(until, j->not_before), -1);
+				return;
+			}
+		case OUTCOME_NO_CREDITS:
+			if (o->http_status == 402)
+				enrich_pause(j->kind, PAUSE_CREDITS,
+							 TimestampTzPlusMilliseconds(now, CREDIT_PROBE_MS));
+			enrich_queue_update(u, j->queue_id, "waiting_credits", o->message, 0, -1);
+			return;
+		case OUTCOME_AUTH:
+			/* stop burning through the queue until the key is fixed */
+			enrich_pause(j->kind, PAUSE_AUTH, TimestampTzPlusMilliseconds(now, AUTH_PAUSE_MS));
+			break;
+		default:
+			break;
+	}
+	if (!j->finished)
+		enrich_queue_update(u, j->queue_id, "queued", o->message, j->not_before, 0);
+	else
+		enrich_queue_update(u, j->queue_id, "failed", o->message, 0, 0);
 }
 
 /*
- * Claims up to `limit` due items of one kind.  Items already answered in
- * the cache are finished here without a request; the rest take a slot.
+ * Writes finished slots (all of them, or only `only`): cache rows, queue
+ * rows, deliveries and the credits used.  Inside the turn's transaction.
  */
-static int
-claim(EnrichKind kind, int limit)
+static void
+write_back(Slot *only)
 {
-	Oid			types[2] = {TEXTOID, INT4OID};
-	Datum		values[2];
-	int			started = 0;
-	uint64		n;
-	int			claimed;
-	SPITupleTable *tt;
+	EnrichQueueUpdates u = {0};
+	int			ncache[ENRICH_NUM_KINDS] = {0};
+	char	  **keys[ENRICH_NUM_KINDS];
+	EnrichOutcome **outs[ENRICH_NUM_KINDS];
+	bool		deliver[ENRICH_NUM_KINDS];
 
-	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
-	values[1] = Int32GetDatum(limit);
-	worker_exec("UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts + 1, "
-				" updated_at = now() "
-				"WHERE q.id IN (SELECT id FROM enrich.queue "
-				"  WHERE status = 'queued' AND kind OPERATOR(pg_catalog.=) $1 AND next_attempt_at <= now() "
-				"  ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) "
-				"RETURNING q.id, q.key, q.idempotency_key::text, q.attempts, q.refresh",
-				2, types, values, SPI_OK_UPDATE_RETURNING);
-	n = SPI_processed;
-	tt = SPI_tuptable;
-	claimed = (int) n;
-	for (uint64 i = 0; i < n; i++)
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-		char	   *key = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
-		char	   *idem = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-		int			attempts = DatumGetInt32(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull));
-		bool		refresh = DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 5, &isnull));
-		Jsonb	   *cached = NULL;
-		EnrichCacheState st = refresh ? CACHE_MISS : enrich_cache_lookup(kind, key, &cached);
-		EnrichSpooled sp;
-		Slot	   *s;
-		MemoryContext old;
-
-		/* a session may have just paid for it: never buy it twice */
-		if (st == CACHE_MISS && !refresh && enrich_spool_find(kind, key, &sp) &&
-			enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
-		{
-			if (!sp.owner_running)
-			{
-				enrich_cache_store_at(kind, key, &sp.out, sp.fetched_at);
-				/* the spool file goes at commit: make the commit durable */
-				SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
-			}
-			st = sp.out.kind == OUTCOME_MATCH ? CACHE_HIT : CACHE_NO_MATCH;
-			cached = sp.out.result;
-		}
-		if (st != CACHE_MISS)
-		{
-			char	   *err = enrich_auto_deliver(kind, key, st == CACHE_HIT ? cached : NULL);
-
-			enrich_stat_add(kind, STAT_CACHE_HITS, 1);
-			set_item(id, err ? "failed" : st == CACHE_HIT ? "done" : "no_match", err, 0, 0);
-			continue;
-		}
-		s = free_slot();
-		if (s->cxt == NULL)
-			s->cxt = AllocSetContextCreate(worker_cxt, "enrich request", ALLOCSET_SMALL_SIZES);
-		old = MemoryContextSwitchTo(s->cxt);
-		enrich_job_init(&s->job, kind, key);
-		strlcpy(s->job.idempotency_key, idem, sizeof(s->job.idempotency_key));
-		s->job.queue_id = id;
-		s->job.attempts = attempts - 1;
-		s->job.honour_pauses = true;
-		s->job.deadline = 0;
-		MemoryContextSwitchTo(old);
-		s->used = true;
-		s->done = false;
-		nused++;
-		started++;
+		keys[k] = palloc(sizeof(char *) * nslots);
+		outs[k] = palloc(sizeof(EnrichOutcome *) * nslots);
+		deliver[k] = enrich_auto_has_targets((EnrichKind) k);
 	}
-	(void) started;
-	return claimed;
+	for (int i = 0; i < nslots; i++)
+	{
+		Slot	   *s = slots[i];
+
+		if (s->used && s->done && (only == NULL || s == only))
+			write_slot(s, &u, ncache, keys, outs, deliver);
+	}
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		enrich_cache_store_many((EnrichKind) k, ncache[k], keys[k], outs[k],
+								GetCurrentTimestamp());
+	enrich_queue_flush(&u);
+	enrich_limits_save_usage();
 }
 
-/* Claims work for every provider, within slots, rate allowance and budget. */
+/* Frees the slots whose write-back committed. */
+static void
+release_written(Slot *only)
+{
+	for (int i = 0; i < nslots; i++)
+		if (slots[i]->used && slots[i]->done && (only == NULL || slots[i] == only))
+			release_slot(slots[i]);
+}
+
+/* ---- claims ---- */
+
+/*
+ * Finishes a claimed item from the cache or the spool, if an answer is
+ * there: no request, no credit.  Returns whether it did.
+ */
+static bool
+finish_from_cache(EnrichKind kind, EnrichClaimed *c, EnrichQueueUpdates *u,
+				  bool deliver)
+{
+	EnrichSpooled sp;
+	bool		matched;
+	Jsonb	   *result;
+	char	   *err = NULL;
+
+	if (c->refresh)
+		return false;
+	if (c->cached && enrich_cache_fresh(c->matched, c->fetched_at))
+	{
+		matched = c->matched;
+		result = c->result;
+	}
+	else if (enrich_spool_find(kind, c->key, &sp) &&
+			 enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
+	{
+		/* a session has just paid for it: never buy it twice */
+		if (!sp.owner_running)
+		{
+			enrich_cache_store_at(kind, c->key, &sp.out, sp.fetched_at);
+			/* the spool file goes at commit: make the commit durable */
+			SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+		}
+		matched = sp.out.kind == OUTCOME_MATCH;
+		result = sp.out.result;
+	}
+	else
+		return false;
+	if (deliver)
+		err = enrich_auto_deliver(kind, c->key, matched ? result : NULL);
+	enrich_stat_add(kind, STAT_CACHE_HITS, 1);
+	enrich_queue_update(u, c->id, err ? "failed" : matched ? "done" : "no_match", err, 0, 0);
+	return true;
+}
+
+/*
+ * Claims work for the free slots: per provider no more than its pause,
+ * concurrency cap, rate and credit budget let the worker hold.
+ */
 static void
 claim_all(void)
 {
-	int			conc = worker_concurrency();
+	int			conc = enrich_http_concurrency();
+	int			used,
+				active,
+				held[ENRICH_NUM_KINDS],
+				waiting[ENRICH_NUM_KINDS];
+	EnrichQueueUpdates u = {0};
 
 	ensure_slots(conc);
-	for (int k = 0; k < ENRICH_NUM_KINDS && nused < conc; k++)
+	count_slots(&used, &active, held, waiting);
+	freed = false;
+	claim_at = 0;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
-		int			want = enrich_rate_allowance((EnrichKind) k, conc - nused);
-		int64		credits = enrich_credit_available((EnrichKind) k);
+		EnrichKind	kind = (EnrichKind) k;
+		TimestampTz more_at;
+		int64		want = Min(nslots - used, (int64) enrich_rate_quota(kind, &more_at) - waiting[k]);
+		EnrichClaimed *items;
+		int			n;
+		bool		deliver;
 
-		want = (int) Min((int64) want, credits);
-		if (want > 0 && claim((EnrichKind) k, want) >= want)
-			more_due = true;
+		if (more_at != 0)
+			claim_at = claim_at == 0 ? more_at : Min(claim_at, more_at);
+		want = Min(want, enrich_credit_available(kind) - waiting[k]);
+		more_due[k] = false;
+		if (want <= 0)
+			continue;
+		n = enrich_queue_claim(kind, (int) want, &items);
+		more_due[k] = (n == want);
+		deliver = n > 0 && enrich_auto_has_targets(kind);
+		for (int i = 0; i < n; i++)
+		{
+			if (finish_from_cache(kind, &items[i], &u, deliver))
+				continue;
+			fill_slot(kind, &items[i]);
+			used++;
+			held[k]++;
+			waiting[k]++;
+		}
 	}
+	enrich_queue_flush(&u);
 }
 
-/* Starts the requests of slots that are due. */
+/* Whether a claim is worth a transaction now. */
+static bool
+claim_wanted(void)
+{
+	int			used,
+				active,
+				held[ENRICH_NUM_KINDS],
+				waiting[ENRICH_NUM_KINDS];
+
+	if (!ready)
+		return false;
+	count_slots(&used, &active, held, waiting);
+	if (used >= enrich_http_concurrency() * 2)
+		return false;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		if (more_due[k])
+			return true;
+	return freed || inbox_busy ||
+		(claim_at != 0 && claim_at <= GetCurrentTimestamp());
+}
+
+/*
+ * Writes one finished slot in a transaction of its own; if that fails too,
+ * marks its item failed with the error (in another), so that one bad
+ * answer can never make the worker ask for (and pay for) it again and
+ * again.  Frees the slot.
+ */
+static void
+write_alone(Slot *s)
+{
+	char	   *volatile err = NULL;
+
+	PG_TRY();
+	{
+		tx_begin(true);
+		write_back(s);
+		tx_commit();
+	}
+	PG_CATCH();
+	{
+		err = tx_recover();
+	}
+	PG_END_TRY();
+	if (err != NULL)
+	{
+		PG_TRY();
+		{
+			EnrichQueueUpdates u = {0};
+
+			tx_begin(true);
+			enrich_queue_update(&u, s->job.queue_id, "failed", err, 0, 0);
+			enrich_queue_flush(&u);
+			tx_commit();
+		}
+		PG_CATCH();
+		{
+			/* left in flight: the next start queues it again */
+			(void) tx_recover();
+		}
+		PG_END_TRY();
+	}
+	release_written(s);
+}
+
+/*
+ * One transaction: write-back of the finished slots, housekeeping (when
+ * due), keys from auto_enrich triggers, and claims.  On an error the
+ * claims are dropped and the finished slots written one by one.
+ */
+static void
+run_turn(bool house, bool writes)
+{
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		tx_begin(writes || house);
+		if (house)
+			housekeeping();
+		if (ready)
+		{
+			if (writes)
+				write_back(NULL);
+			if (inbox_busy)
+				inbox_busy = enrich_auto_take_inbox() > 0;
+			claim_all();
+		}
+		tx_commit();
+	}
+	PG_CATCH();
+	{
+		(void) tx_recover();
+		ok = false;
+	}
+	PG_END_TRY();
+
+	if (ok)
+	{
+		for (int i = 0; i < nslots; i++)
+			slots[i]->fresh = false;
+		if (writes && ready)
+			release_written(NULL);
+		return;
+	}
+	drop_slots(false);
+	if (!ready || !writes)
+		return;
+	for (int i = 0; i < nslots; i++)
+		if (slots[i]->used && slots[i]->done)
+			write_alone(slots[i]);
+}
+
+/* ---- requests ---- */
+
+/*
+ * Starts the requests of held slots that are due, up to the concurrency.
+ * A slot that could not start and would wait long (a provider pause) is
+ * handed back to the queue instead of holding its place.
+ */
 static void
 start_due(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	int			conc = enrich_http_concurrency();
+	int			active = enrich_http_active();
 
-	for (int i = 0; i < nslots; i++)
+	for (int i = 0; i < nslots && active < conc; i++)
 	{
 		Slot	   *s = slots[i];
 		MemoryContext old;
@@ -426,10 +696,14 @@ start_due(void)
 		if (!s->used || s->done || s->job.active || s->job.not_before > now)
 			continue;
 		old = MemoryContextSwitchTo(s->cxt);
-		(void) enrich_job_try_start(&s->job);
+		if (enrich_job_try_start(&s->job))
+			active++;
 		MemoryContextSwitchTo(old);
 		if (s->job.finished)
 			s->done = true;
+		else if (!s->job.active &&
+				 s->job.not_before > TimestampTzPlusMilliseconds(now, HOLD_MAX_MS))
+			s->done = true;		/* OUTCOME_NONE: back to the queue */
 	}
 }
 
@@ -457,87 +731,6 @@ collect(void)
 	return ndone;
 }
 
-/* Writes one finished slot: cache row and queue row. */
-static void
-write_slot(Slot *s)
-{
-	EnrichJob  *j = &s->job;
-	EnrichOutcome *o = &j->out;
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (j->finished && (o->kind == OUTCOME_MATCH || o->kind == OUTCOME_NO_MATCH))
-	{
-		char	   *err;
-
-		enrich_cache_store_at(j->kind, j->key, o, now);
-		err = enrich_auto_deliver(j->kind, j->key, o->kind == OUTCOME_MATCH ? o->result : NULL);
-		set_item(j->queue_id, err ? "failed" : o->kind == OUTCOME_MATCH ? "done" : "no_match",
-				 err, 0, 0);
-		if (o->kind == OUTCOME_MATCH && o->charged)
-			enrich_unpause(j->kind, PAUSE_CREDITS);
-		return;
-	}
-	switch (o->kind)
-	{
-		case OUTCOME_RATE_LIMITED:
-			{
-				TimestampTz until;
-
-				/* waiting out a rate limit is not a failed attempt */
-				(void) enrich_paused(j->kind, &until);
-				set_item(j->queue_id, "queued", o->message, Max(until, j->not_before), -1);
-				return;
-			}
-		case OUTCOME_NO_CREDITS:
-			if (o->http_status == 402)
-				enrich_pause(j->kind, PAUSE_CREDITS,
-							 TimestampTzPlusMilliseconds(now, CREDIT_PROBE_MS));
-			set_item(j->queue_id, "waiting_credits", o->message, 0, -1);
-			return;
-		case OUTCOME_AUTH:
-			/* stop burning through the queue until the key is fixed */
-			enrich_pause(j->kind, PAUSE_AUTH, TimestampTzPlusMilliseconds(now, 300000));
-			break;
-		default:
-			break;
-	}
-	if (!j->finished)
-		set_item(j->queue_id, "queued", o->message, j->not_before, 0);
-	else
-		set_item(j->queue_id, "failed", o->message, 0, 0);
-}
-
-/* Frees a slot after its write-back. */
-static void
-release_slot(Slot *s)
-{
-	enrich_http_release(&s->job.xfer);
-	enrich_job_settle(&s->job);
-	MemoryContextReset(s->cxt);
-	s->used = false;
-	s->done = false;
-	nused--;
-}
-
-/* Writes every finished slot in one transaction. */
-static void
-write_back(void)
-{
-	for (int i = 0; i < nslots; i++)
-		if (slots[i]->used && slots[i]->done)
-			write_slot(slots[i]);
-	enrich_limits_save_usage();
-}
-
-/* Drops all slots (after an error in write-back: they run again). */
-static void
-drop_slots(void)
-{
-	for (int i = 0; i < nslots; i++)
-		if (slots[i]->used)
-			release_slot(slots[i]);
-}
-
 /* Reloads settings; a reload lifts an authentication pause. */
 static void
 reload_settings(void)
@@ -548,123 +741,26 @@ reload_settings(void)
 		enrich_unpause((EnrichKind) k, PAUSE_AUTH);
 }
 
-/* How long to sleep when no request is in flight. */
+/*
+ * How long to wait: until housekeeping, a provider's quota grows, or the
+ * first held slot falls due.
+ */
 static long
-idle_timeout(TimestampTz next_housekeeping)
+wait_timeout(TimestampTz next_housekeeping)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz due = next_housekeeping;
 
+	if (claim_at != 0)
+		due = Min(due, claim_at);
 	for (int i = 0; i < nslots; i++)
-		if (slots[i]->used && !slots[i]->job.active && !slots[i]->done)
-			due = Min(due, slots[i]->job.not_before);
-	return Max((due - now) / 1000, 1);
-}
-
-/*
- * One short transaction: housekeeping (when due) and claims.  Returns
- * false if it failed (logged and rolled back).
- */
-static bool
-claim_turn(bool house)
-{
-	PG_TRY();
 	{
-		/* a lost claim is claimed again; housekeeping must stick */
-		tx_begin(house);
-		if (house)
-			housekeeping();
-		more_due = false;
-		if (ready && enrich_auto_take_inbox() > 0)
-			more_due = true;
-		if (ready && nused < worker_concurrency())
-			claim_all();
-		tx_commit();
-	}
-	PG_CATCH();
-	{
-		tx_recover(worker_cxt);
-		drop_slots();
-		return false;
-	}
-	PG_END_TRY();
-	return true;
-}
+		Slot	   *s = slots[i];
 
-/*
- * Writes finished slots (all of them, or only `only`) in one transaction.
- * Returns false, with the error message in *err, if it failed.
- */
-static bool
-write_tx(Slot *only, char **err)
-{
-	PG_TRY();
-	{
-		tx_begin(true);
-		if (only)
-			write_slot(only);
-		else
-			write_back();
-		tx_commit();
+		if (s->used && !s->done && !s->job.active)
+			due = Min(due, s->job.not_before);
 	}
-	PG_CATCH();
-	{
-		ErrorData  *ed;
-
-		MemoryContextSwitchTo(worker_cxt);
-		ed = CopyErrorData();
-		*err = pstrdup(ed->message);
-		FreeErrorData(ed);
-		tx_recover(worker_cxt);
-		ready = true;			/* our own rows are fine: no recovery needed */
-		return false;
-	}
-	PG_END_TRY();
-	return true;
-}
-
-/* Marks one item failed in a transaction of its own. */
-static void
-fail_tx(Slot *s, const char *err)
-{
-	PG_TRY();
-	{
-		tx_begin(true);
-		set_item(s->job.queue_id, "failed", err, 0, 0);
-		tx_commit();
-	}
-	PG_CATCH();
-	{
-		/* left in flight: recovery queues it again */
-		tx_recover(worker_cxt);
-	}
-	PG_END_TRY();
-}
-
-/*
- * Writes every finished slot, then frees them.  If the transaction fails,
- * each slot is written alone, and one that still fails is marked failed
- * with the error, so that one bad answer can never make the worker ask
- * for (and pay for) the same items again and again.
- */
-static void
-write_turn(void)
-{
-	char	   *err = NULL;
-
-	if (!write_tx(NULL, &err))
-	{
-		for (int i = 0; i < nslots; i++)
-		{
-			Slot	   *s = slots[i];
-
-			if (s->used && s->done && !write_tx(s, &err))
-				fail_tx(s, err);
-		}
-	}
-	for (int i = 0; i < nslots; i++)
-		if (slots[i]->used && slots[i]->done)
-			release_slot(slots[i]);
+	return Max((due - now + 999) / 1000, 0);
 }
 
 /* Entry point of the background worker. */
@@ -672,7 +768,8 @@ void
 enrich_worker_main(Datum arg)
 {
 	TimestampTz next_housekeeping = 0;
-	bool		woken = true;
+	TimestampTz last_housekeeping = 0;
+	bool		woken = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -682,6 +779,9 @@ enrich_worker_main(Datum arg)
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "enrich worker",
 									   ALLOCSET_DEFAULT_SIZES);
+	turn_cxt = AllocSetContextCreate(worker_cxt, "enrich worker turn",
+									 ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(worker_cxt);
 
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 	enrich_shared->worker_proc = MyProc;
@@ -694,6 +794,8 @@ enrich_worker_main(Datum arg)
 	for (;;)
 	{
 		TimestampTz now;
+		bool		house;
+		int			ndone;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -702,44 +804,39 @@ enrich_worker_main(Datum arg)
 			woken = true;
 		}
 		now = GetCurrentTimestamp();
-
-		if (woken || now >= next_housekeeping ||
-			(ready && more_due && nused < worker_concurrency()))
+		if (woken)
 		{
-			bool		house = woken || now >= next_housekeeping;
-
-			if (house)
-				next_housekeeping = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_MS);
-			(void) claim_turn(house);
+			/* new work to claim; budgets and pauses may have changed too */
+			for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+				more_due[k] = true;
+			inbox_busy = true;
+			next_housekeeping = Min(next_housekeeping,
+									TimestampTzPlusMilliseconds(last_housekeeping, HOUSEKEEPING_MIN_MS));
 			woken = false;
 		}
+		house = now >= next_housekeeping;
+		if (house)
+		{
+			last_housekeeping = now;
+			next_housekeeping = TimestampTzPlusMilliseconds(now, HOUSEKEEPING_MS);
+		}
 
+		/* finished requests make room for held ones before any writing */
+		ndone = collect();
 		start_due();
-		if (collect() > 0)
+		if (house || ndone > 0 || claim_wanted())
 		{
-			write_turn();
-			continue;
-		}
-
-		/* wait for sockets, the latch, or the next thing that falls due */
-		if (enrich_http_active() > 0)
-		{
-			enrich_http_wait(CURL_POLL_MS);
-			if (MyLatch->is_set)
+			run_turn(house, ndone > 0);
+			if (!ready)
 			{
-				ResetLatch(MyLatch);
-				woken = true;
+				/* dropped, or at another version: hold nothing */
+				drop_slots(true);
+				recovered = false;
 			}
+			start_due();
 		}
-		else
-		{
-			int			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-									   ready ? idle_timeout(next_housekeeping) : 5000,
-									   PG_WAIT_EXTENSION);
 
-			ResetLatch(MyLatch);
-			if (rc & WL_LATCH_SET)
-				woken = true;
-		}
+		if (enrich_http_wait(claim_wanted() ? 0 : wait_timeout(next_housekeeping)))
+			woken = true;
 	}
 }
