@@ -165,14 +165,20 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 	return jobs;
 }
 
-/* Stores what the jobs brought and gives each key its status. */
+/*
+ * Stores what the jobs brought (already spooled) in one statement and
+ * gives each key its status.
+ */
 static void
-batch_store(EnrichKind kind, BatchInput *in, EnrichJob *jobs)
+batch_store(EnrichKind kind, BatchInput *in, EnrichJob *jobs, int njobs)
 {
 	HASH_SEQ_STATUS seq;
 	KeyState   *ks;
 	int			nerrors = 0;
 	const EnrichOutcome *first = NULL;
+	char	  **keys = palloc(sizeof(char *) * Max(njobs, 1));
+	EnrichOutcome **outs = palloc(sizeof(EnrichOutcome *) * Max(njobs, 1));
+	int			nstore = 0;
 
 	hash_seq_init(&seq, in->distinct);
 	while ((ks = hash_seq_search(&seq)) != NULL)
@@ -186,15 +192,11 @@ batch_store(EnrichKind kind, BatchInput *in, EnrichJob *jobs)
 		{
 			case OUTCOME_MATCH:
 			case OUTCOME_NO_MATCH:
-				{
-					TimestampTz now = GetCurrentTimestamp();
-
-					enrich_spool_write(kind, ks->key, &j->out, now);
-					enrich_cache_store_at(kind, ks->key, &j->out, now);
-					ks->status = j->out.kind == OUTCOME_MATCH ? "fetched" : "no_match";
-					ks->result = j->out.result;
-					break;
-				}
+				keys[nstore] = ks->key;
+				outs[nstore++] = &j->out;
+				ks->status = j->out.kind == OUTCOME_MATCH ? "fetched" : "no_match";
+				ks->result = j->out.result;
+				break;
 			case OUTCOME_NO_CREDITS:
 				ks->status = "no_credits";
 				break;
@@ -205,6 +207,7 @@ batch_store(EnrichKind kind, BatchInput *in, EnrichJob *jobs)
 				break;
 		}
 	}
+	enrich_cache_store_many(kind, nstore, keys, outs, GetCurrentTimestamp());
 	if (nerrors > 0)
 		ereport(WARNING,
 				(errcode(first->sqlstate),
@@ -233,10 +236,12 @@ batch_run(EnrichKind kind, FunctionCallInfo fcinfo)
 	jobs = batch_lookup(kind, &in, &njobs);
 	if (njobs > 0)
 	{
+		EnrichSpoolBatch spool = {.fd = -1};
+
 		enrich_require_key(kind);
-		enrich_run_jobs(jobs, njobs, enrich_http_concurrency());
+		enrich_run_jobs(jobs, njobs, enrich_http_concurrency(), &spool);
 	}
-	batch_store(kind, &in, jobs);
+	batch_store(kind, &in, jobs, njobs);
 
 	for (int i = 0; i < in.n; i++)
 	{

@@ -176,6 +176,7 @@ typedef struct EnrichJob
 	char		idempotency_key[37];
 	int			attempts;
 	TimestampTz not_before;		/* backoff: do not send before */
+	TimestampTz fetched_at;		/* when the final answer arrived */
 	TimestampTz deadline;		/* give up waiting on 429 after this */
 	bool		active;
 	bool		finished;
@@ -189,7 +190,9 @@ typedef struct EnrichJob
 } EnrichJob;
 
 extern void enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key);
-extern void enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency);
+struct EnrichSpoolBatch;
+extern void enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+							struct EnrichSpoolBatch *spool);
 extern bool enrich_job_try_start(EnrichJob *job);
 extern void enrich_job_finish_try(EnrichJob *job);
 extern void enrich_job_settle(EnrichJob *job);
@@ -255,6 +258,11 @@ typedef enum EnrichStat
 	STAT_LATENCY_N,				/* number of latencies summed */
 	ENRICH_NUM_STATS
 } EnrichStat;
+
+/* A provider that answered 402 is probed again after this long. */
+#define ENRICH_CREDIT_PROBE_MS 60000
+/* A provider that refused the key is paused this long (or until a reload). */
+#define ENRICH_AUTH_PAUSE_MS 300000
 
 typedef enum EnrichPause
 {
@@ -360,7 +368,17 @@ typedef struct EnrichSpooled
 	EnrichOutcome out;			/* MATCH with result, or NO_MATCH */
 } EnrichSpooled;
 
+/* The spool file of one batch call: its answers, appended as they come. */
+typedef struct EnrichSpoolBatch
+{
+	int			fd;				/* -1 until the first answer */
+	char		path[MAXPGPATH];
+} EnrichSpoolBatch;
+
 extern void enrich_spool_init(void);
+extern void enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
+									  const EnrichOutcome *out, TimestampTz fetched_at);
+extern void enrich_spool_batch_finish(EnrichSpoolBatch *b, int elevel);
 extern void enrich_spool_write(EnrichKind kind, const char *key,
 							   const EnrichOutcome *out, TimestampTz fetched_at);
 extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp);

@@ -559,17 +559,18 @@ rebuild_wait_set(void)
 	watched_changed = false;
 }
 
-/* Lets curl run whatever is due on its timer. */
+/*
+ * Lets curl run whatever is due on its timer.  curl reports a new time
+ * only when its earliest timer changes, so the old one is kept until it
+ * does: if curl's clock has not quite reached it yet, we come back.
+ */
 static void
 run_curl_timer(void)
 {
 	int			running;
 
 	if (curl_due >= 0 && curl_due <= GetCurrentTimestamp())
-	{
-		curl_due = -1;
 		curl_multi_socket_action(enrich_multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
 }
 
 /*

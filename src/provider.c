@@ -435,7 +435,8 @@ enrich_outcome_retryable(const EnrichOutcome *out)
 		out->kind == OUTCOME_RATE_LIMITED;
 }
 
-static void run_jobs(EnrichJob *jobs, int njobs, int concurrency);
+static void run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+					 EnrichSpoolBatch *spool);
 
 /* Ends a job with a failure decided here, without (another) request. */
 static void
@@ -573,22 +574,27 @@ enrich_job_finish_try(EnrichJob *job)
 							  job->attempts, job->attempts == 1 ? "" : "s");
 	job->out = out;
 	job->finished = true;
+	job->fetched_at = now;
 	enrich_job_settle(job);
 }
 
 /*
  * Runs jobs to completion, at most `concurrency` in flight at once.  On
- * return every job is finished with its outcome.  Interrupts (cancel,
- * statement_timeout, terminate) wake the wait and are honoured at once;
- * the transfers and their shares of the budget are released before the
- * ERROR goes on.
+ * return every job is finished with its outcome.  With a spool, every
+ * answer is appended to it as it arrives and made durable before return,
+ * also when an error ends the run.  Interrupts (cancel, statement_timeout,
+ * terminate) wake the wait and are honoured at once; the transfers and
+ * their shares of the budget are released before the ERROR goes on.
  */
 void
-enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
+enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+				EnrichSpoolBatch *spool)
 {
 	PG_TRY();
 	{
-		run_jobs(jobs, njobs, concurrency);
+		run_jobs(jobs, njobs, concurrency, spool);
+		if (spool)
+			enrich_spool_batch_finish(spool, ERROR);
 	}
 	PG_CATCH();
 	{
@@ -597,6 +603,9 @@ enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 			enrich_http_release(&jobs[i].xfer);
 			enrich_job_settle(&jobs[i]);
 		}
+		/* what was paid for so far must outlive the error */
+		if (spool)
+			enrich_spool_batch_finish(spool, WARNING);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -604,11 +613,12 @@ enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 
 /* The loop of enrich_run_jobs. */
 static void
-run_jobs(EnrichJob *jobs, int njobs, int concurrency)
+run_jobs(EnrichJob *jobs, int njobs, int concurrency, EnrichSpoolBatch *spool)
 {
 	int			nfinished = 0;
 	int			nactive = 0;
-	int			next = 0;		/* jobs before this were looked at already */
+	int			first = 0;		/* jobs before this are finished */
+	int			next = 0;		/* jobs from this on are not started yet */
 	TimestampTz start = GetCurrentTimestamp();
 
 	for (int i = 0; i < njobs; i++)
@@ -627,10 +637,16 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 
 		CHECK_FOR_INTERRUPTS();
 
-		/* start retries and waits that are due, then new jobs, up to the cap */
+		/*
+		 * Start retries and waits that are due, then new jobs, up to the cap.
+		 * Jobs finish about in the order they start, so the window from the
+		 * first unfinished job stays about two concurrencies wide.
+		 */
+		while (first < njobs && jobs[first].finished)
+			first++;
 		while (next < njobs && next < nactive + nfinished + concurrency)
 			next++;
-		for (int i = 0; i < next && nactive < concurrency; i++)
+		for (int i = first; i < next && nactive < concurrency; i++)
 		{
 			EnrichJob  *j = &jobs[i];
 
@@ -655,8 +671,13 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 
 			enrich_job_finish_try(j);
 			nactive--;
-			if (j->finished)
-				nfinished++;
+			/* a free place: start the next job before waiting again */
+			timeout = 0;
+			if (!j->finished)
+				continue;
+			nfinished++;
+			if (spool && (j->out.kind == OUTCOME_MATCH || j->out.kind == OUTCOME_NO_MATCH))
+				enrich_spool_batch_append(spool, j->kind, j->key, &j->out, j->fetched_at);
 		}
 		if (nfinished == njobs)
 			break;
@@ -664,7 +685,8 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency)
 		if (due != PG_INT64_MAX)
 			timeout = Min(timeout, Max((due - now) / 1000, 1));
 		/* sockets, curl's timer, the latch (cancel), or the next due job */
-		(void) enrich_http_wait(timeout);
+		if (timeout > 0)
+			(void) enrich_http_wait(timeout);
 	}
 }
 

@@ -401,7 +401,10 @@ enrich_paused(EnrichKind kind, TimestampTz *until)
 /*
  * Learns from a finished try: X-RateLimit-Remaining = 0 pauses the
  * provider until X-RateLimit-Reset; a 429 until Retry-After (or Reset, or a
- * growing backoff); the remaining header values are kept for the views.
+ * growing backoff); a 402 for a minute (then one probe at a time finds out
+ * when it is paid again); a refused key for five minutes or until the
+ * settings are reloaded.  The header values are kept for the views.  Done
+ * as each answer arrives, so that no further request goes out meanwhile.
  */
 void
 enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcome *out)
@@ -434,13 +437,15 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 		if (ms < 0)
 			ms = enrich_backoff_ms(++p->rate_strikes);
 		enrich_pause(kind, PAUSE_RATE, TimestampTzPlusMilliseconds(now, Max(ms, 100)));
+		return;
 	}
-	else
-	{
-		p->rate_strikes = 0;
-		if (t->rl_remaining == 0 && reset_at > now)
-			enrich_pause(kind, PAUSE_RATE, reset_at);
-	}
+	p->rate_strikes = 0;
+	if (out->kind == OUTCOME_NO_CREDITS && out->http_status == 402)
+		enrich_pause(kind, PAUSE_CREDITS, TimestampTzPlusMilliseconds(now, ENRICH_CREDIT_PROBE_MS));
+	else if (out->kind == OUTCOME_AUTH)
+		enrich_pause(kind, PAUSE_AUTH, TimestampTzPlusMilliseconds(now, ENRICH_AUTH_PAUSE_MS));
+	else if (t->rl_remaining == 0 && reset_at > now)
+		enrich_pause(kind, PAUSE_RATE, reset_at);
 }
 
 /*

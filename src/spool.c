@@ -14,6 +14,12 @@
  *	  (which scans the directory), or the next call for the same key, which
  *	  looks here before paying again.
  *
+ * The batch functions append all their answers, one JSON line each, to one
+ * file per call as they arrive, and fsync it once at the end (or when an
+ * error or a cancel interrupts them): durable at the cost of one fsync per
+ * batch, not per answer.  Those answers are found by the worker's scan, not
+ * by key.
+ *
  * A file whose transaction is still running is an answer another session
  * has just fetched: a second caller may return it, but must not write it,
  * so two sessions asking for one key make one request without waiting for
@@ -88,6 +94,54 @@ spool_remember(const char *path)
 	MemoryContextSwitchTo(old);
 }
 
+/* Appends the JSON record of one answer, with a newline, to buf. */
+static void
+spool_record(StringInfo buf, EnrichKind kind, const char *key,
+			 const EnrichOutcome *out, TimestampTz fetched_at)
+{
+	FullTransactionId fxid = GetTopFullTransactionId();
+
+	appendStringInfo(buf, "{\"v\": 1, \"xid\": \"" UINT64_FORMAT "\", \"kind\": \"%s\", \"key\": ",
+					 U64FromFullTransactionId(fxid), enrich_kind_name(kind));
+	escape_json(buf, key);
+	appendStringInfo(buf, ", \"fetched_at\": \"" INT64_FORMAT "\"", fetched_at);
+	if (out->source)
+	{
+		appendStringInfoString(buf, ", \"source\": ");
+		escape_json(buf, out->source);
+	}
+	if (out->request_id)
+	{
+		appendStringInfoString(buf, ", \"request_id\": ");
+		escape_json(buf, out->request_id);
+	}
+	if (!isnan(out->confidence))
+		appendStringInfo(buf, ", \"confidence\": %.17g", out->confidence);
+	appendStringInfoString(buf, ", \"result\": ");
+	if (out->kind == OUTCOME_MATCH)
+		(void) JsonbToCString(buf, &out->result->root, VARSIZE(out->result));
+	else
+		appendStringInfoString(buf, "null");
+	appendStringInfoString(buf, "}\n");
+}
+
+/* Writes all of buf to fd, raising an error (after closing) if it cannot. */
+static void
+spool_write_all(int fd, const char *path, StringInfo buf)
+{
+	errno = 0;
+	if (write(fd, buf->data, buf->len) != buf->len)
+	{
+		int			save = errno ? errno : ENOSPC;
+
+		CloseTransientFile(fd);
+		errno = save;
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", path)));
+	}
+}
+
 /*
  * Writes an answer (or a "no match") durably before anyone can lose it.
  * Called as soon as the answer is parsed, before the cache row is written.
@@ -96,36 +150,13 @@ void
 enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 				   TimestampTz fetched_at)
 {
-	FullTransactionId fxid = GetTopFullTransactionId();
 	StringInfoData buf;
 	char		path[MAXPGPATH];
 	char		tmp[MAXPGPATH];
 	int			fd;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"v\": 1, \"xid\": \"" UINT64_FORMAT "\", \"kind\": \"%s\", \"key\": ",
-					 U64FromFullTransactionId(fxid), enrich_kind_name(kind));
-	escape_json(&buf, key);
-	appendStringInfo(&buf, ", \"fetched_at\": \"" INT64_FORMAT "\"", fetched_at);
-	if (out->source)
-	{
-		appendStringInfoString(&buf, ", \"source\": ");
-		escape_json(&buf, out->source);
-	}
-	if (out->request_id)
-	{
-		appendStringInfoString(&buf, ", \"request_id\": ");
-		escape_json(&buf, out->request_id);
-	}
-	if (!isnan(out->confidence))
-		appendStringInfo(&buf, ", \"confidence\": %.17g", out->confidence);
-	appendStringInfoString(&buf, ", \"result\": ");
-	if (out->kind == OUTCOME_MATCH)
-		(void) JsonbToCString(&buf, &out->result->root, VARSIZE(out->result));
-	else
-		appendStringInfoString(&buf, "null");
-	appendStringInfoChar(&buf, '}');
-
+	spool_record(&buf, kind, key, out, fetched_at);
 	spool_ensure_dir();
 	spool_path(kind, key, path);
 	snprintf(tmp, MAXPGPATH, "%s.%d.tmp", path, MyProcPid);
@@ -134,18 +165,7 @@ enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not create file \"%s\": %m", tmp)));
-	errno = 0;
-	if (write(fd, buf.data, buf.len) != buf.len)
-	{
-		int			save = errno ? errno : ENOSPC;
-
-		CloseTransientFile(fd);
-		unlink(tmp);
-		errno = save;
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", tmp)));
-	}
+	spool_write_all(fd, tmp, &buf);
 	if (CloseTransientFile(fd) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
@@ -154,6 +174,58 @@ enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 	durable_rename(tmp, path, ERROR);
 	spool_remember(path);
 	pfree(buf.data);
+}
+
+/*
+ * Appends an answer to the batch's spool file, created on the first one.
+ * Not yet durable: enrich_spool_batch_finish makes it so.
+ */
+void
+enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
+						  const EnrichOutcome *out, TimestampTz fetched_at)
+{
+	static uint32 counter = 0;
+	StringInfoData buf;
+
+	if (b->fd < 0)
+	{
+		spool_ensure_dir();
+		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/batch-%d-%u", MyProcPid, ++counter);
+		b->fd = OpenTransientFile(b->path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+		if (b->fd < 0)
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create file \"%s\": %m", b->path)));
+		spool_remember(b->path);
+	}
+	initStringInfo(&buf);
+	spool_record(&buf, kind, key, out, fetched_at);
+	spool_write_all(b->fd, b->path, &buf);
+	pfree(buf.data);
+}
+
+/*
+ * Makes the batch's answers durable (fsync of the file and the directory)
+ * and closes the file.  Problems are reported at `elevel`: ERROR normally,
+ * WARNING while another error is on its way out.
+ */
+void
+enrich_spool_batch_finish(EnrichSpoolBatch *b, int elevel)
+{
+	int			fd = b->fd;
+
+	if (fd < 0)
+		return;
+	b->fd = -1;
+	if (pg_fsync(fd) != 0)
+		ereport(elevel,
+				(errcode_for_file_access(),
+				 errmsg("could not fsync file \"%s\": %m", b->path)));
+	if (CloseTransientFile(fd) != 0)
+		ereport(elevel,
+				(errcode_for_file_access(),
+				 errmsg("could not close file \"%s\": %m", b->path)));
+	fsync_fname_ext(SPOOL_DIR, true, false, elevel);
 }
 
 /* Reads a whole spool file; NULL if it does not exist. */
@@ -271,6 +343,40 @@ enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
 }
 
 /*
+ * Takes in the answers of one spool file (one JSON line each) if the
+ * transaction that wrote it has ended; a damaged line (a crash in the
+ * middle of an append) is skipped.  Returns how many it took in.
+ */
+static int
+spool_ingest_file(const char *path, char *data, size_t len)
+{
+	char	   *line = data;
+	char	   *end = data + len;
+	int			n = 0;
+
+	while (line < end)
+	{
+		char	   *nl = memchr(line, '\n', end - line);
+		size_t		llen = (nl ? nl : end) - line;
+		EnrichSpooled sp;
+
+		if (nl)
+			*nl = '\0';		/* the parser wants a terminated string */
+		if (llen > 0 && spool_parse(path, line, llen, &sp))
+		{
+			/* one transaction writes a file: if it may still commit, wait */
+			if (spool_owner_running(sp.fxid))
+				return 0;
+			enrich_cache_store_at(sp.kind, sp.key, &sp.out, sp.fetched_at);
+			n++;
+		}
+		line += llen + 1;
+	}
+	spool_remember(path);
+	return n;
+}
+
+/*
  * Takes in every spool file whose transaction has ended: writes the answer
  * into the cache (only over an older one) and removes the file once that
  * commits.  Runs in the worker, inside a transaction; returns how many
@@ -291,19 +397,14 @@ enrich_spool_ingest_all(void)
 		char		path[MAXPGPATH];
 		size_t		len;
 		char	   *data;
-		EnrichSpooled sp;
 
 		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL)
 			continue;
 		snprintf(path, MAXPGPATH, SPOOL_DIR "/%s", de->d_name);
 		data = spool_read_file(path, &len);
-		if (data == NULL || !spool_parse(path, data, len, &sp))
+		if (data == NULL)
 			continue;
-		if (spool_owner_running(sp.fxid))
-			continue;
-		enrich_cache_store_at(sp.kind, sp.key, &sp.out, sp.fetched_at);
-		spool_remember(path);
-		n++;
+		n += spool_ingest_file(path, data, len);
 		pfree(data);
 	}
 	FreeDir(dir);

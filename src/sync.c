@@ -80,12 +80,12 @@ fetch_locked(EnrichKind kind, const char *key, MemoryContext caller)
 
 	enrich_job_init(&job, kind, key);
 	enrich_daily_idempotency_key(kind, key, job.idempotency_key);
-	enrich_run_jobs(&job, 1, 1);
+	enrich_run_jobs(&job, 1, 1, NULL);
 	if (job.out.kind != OUTCOME_MATCH && job.out.kind != OUTCOME_NO_MATCH)
 		enrich_report_outcome(kind, &job.out);
 
 	/* paid for: on disk first, so no abort can lose it */
-	fetched_at = GetCurrentTimestamp();
+	fetched_at = job.fetched_at;
 	enrich_spool_write(kind, key, &job.out, fetched_at);
 	enrich_cache_store_at(kind, key, &job.out, fetched_at);
 	return job.out.kind == OUTCOME_MATCH ? copy_result(caller, job.out.result) : NULL;

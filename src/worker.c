@@ -61,10 +61,6 @@
 #define HOUSEKEEPING_MS 1000
 /* ... and at most how often when woken (by commits that queued work). */
 #define HOUSEKEEPING_MIN_MS 100
-/* A credit pause (402) is probed this often. */
-#define CREDIT_PROBE_MS 60000
-/* A key pause (401/403) lasts this long, or until the settings are reloaded. */
-#define AUTH_PAUSE_MS 300000
 /* A ready item that would wait longer than this goes back to the queue. */
 #define HOLD_MAX_MS 2000
 
@@ -376,7 +372,6 @@ write_slot(Slot *s, EnrichQueueUpdates *u, int *ncache, char ***keys,
 {
 	EnrichJob  *j = &s->job;
 	EnrichOutcome *o = &j->out;
-	TimestampTz now = GetCurrentTimestamp();
 
 	if (j->finished && (o->kind == OUTCOME_MATCH || o->kind == OUTCOME_NO_MATCH))
 	{
@@ -409,15 +404,9 @@ write_slot(Slot *s, EnrichQueueUpdates *u, int *ncache, char ***keys,
 				return;
 			}
 		case OUTCOME_NO_CREDITS:
-			if (o->http_status == 402)
-				enrich_pause(j->kind, PAUSE_CREDITS,
-							 TimestampTzPlusMilliseconds(now, CREDIT_PROBE_MS));
+			/* a 402 has paused the provider (enrich_rate_observe) */
 			enrich_queue_update(u, j->queue_id, "waiting_credits", o->message, 0, -1);
 			return;
-		case OUTCOME_AUTH:
-			/* stop burning through the queue until the key is fixed */
-			enrich_pause(j->kind, PAUSE_AUTH, TimestampTzPlusMilliseconds(now, AUTH_PAUSE_MS));
-			break;
 		default:
 			break;
 	}
