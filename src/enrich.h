@@ -126,6 +126,7 @@ extern void enrich_http_release(EnrichTransfer *t);
 extern EnrichTransfer *enrich_http_next_done(void);
 extern bool enrich_http_wait(long timeout_ms);
 extern int	enrich_http_active(void);
+extern bool enrich_http_may_start(EnrichKind kind);
 extern int	enrich_http_concurrency(void);
 extern struct curl_slist *enrich_http_header(struct curl_slist *list,
 											 const char *name, const char *value);

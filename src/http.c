@@ -47,8 +47,21 @@
 /* First allocation for a response body without a Content-Length. */
 #define BODY_INITIAL_SIZE 2048
 
+/* Streams one HTTP/2 connection may carry, if the provider allows. */
+#define MAX_STREAMS_PER_CONNECTION 256
+
 static CURLM *enrich_multi = NULL;
 static int	nactive = 0;			/* transfers on the multi handle */
+static int	nactive_kind[ENRICH_NUM_KINDS];
+
+/*
+ * What each provider speaks, learnt from its answers: 0 not known yet, 1
+ * HTTP/1.x, 2 HTTP/2.  Until it is known, one request at a time goes to
+ * it, so that the others can share the connection the first one opens if
+ * the provider multiplexes (libcurl 7.88 opens a connection per request
+ * started meanwhile, despite CURLOPT_PIPEWAIT).
+ */
+static int	provider_proto[ENRICH_NUM_KINDS];
 
 /* A socket curl asked us to watch, and for what (CURL_POLL_*). */
 typedef struct HttpSocket
@@ -149,7 +162,30 @@ enrich_http_multi(void)
 	/* keep enough idle connections for a full batch */
 	curl_multi_setopt(enrich_multi, CURLMOPT_MAXCONNECTS,
 					  (long) Max(enrich_max_concurrency, 4));
+	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
+					  (long) MAX_STREAMS_PER_CONNECTION);
+
+	/*
+	 * When every provider we know of multiplexes, a few connections per
+	 * host carry all the requests; more would only cost memory and TLS
+	 * handshakes (requests beyond their streams wait inside curl).
+	 */
+	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+					  (!enrich_keep_alive || provider_proto[ENRICH_COMPANY] == 1 ||
+					   provider_proto[ENRICH_LEAD] == 1) ? 0L :
+					  (long) (enrich_max_concurrency / MAX_STREAMS_PER_CONNECTION + 2));
 	return enrich_multi;
+}
+
+/*
+ * Whether a request to this provider may start now as far as connections
+ * go: while we do not know whether it multiplexes, only when none of its
+ * requests is in flight.
+ */
+bool
+enrich_http_may_start(EnrichKind kind)
+{
+	return provider_proto[kind] != 0 || nactive_kind[kind] == 0 || !enrich_keep_alive;
 }
 
 /*
@@ -383,6 +419,7 @@ set_common_options(EnrichTransfer *t)
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->body_limit);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long) RECV_BUFFER_SIZE);
+	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
 	if (!enrich_keep_alive)
 	{
 		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
@@ -445,6 +482,7 @@ enrich_http_start(EnrichTransfer *t, const char *url,
 	}
 	t->in_multi = true;
 	nactive++;
+	nactive_kind[t->kind]++;
 }
 
 /* How many transfers are on this backend's multi handle. */
@@ -464,6 +502,7 @@ enrich_http_release(EnrichTransfer *t)
 		{
 			curl_multi_remove_handle(enrich_multi, t->easy);
 			nactive--;
+			nactive_kind[t->kind]--;
 		}
 		curl_easy_cleanup(t->easy);
 		t->easy = NULL;
@@ -513,9 +552,17 @@ enrich_http_next_done(void)
 		t->elapsed = usec / 1000000.0;
 		if (t->result == CURLE_FILESIZE_EXCEEDED)
 			t->too_large = true;
+		if (t->result == CURLE_OK && t->status > 0)
+		{
+			long		version = 0;
+
+			curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version);
+			provider_proto[t->kind] = version >= CURL_HTTP_VERSION_2_0 ? 2 : 1;
+		}
 		curl_multi_remove_handle(multi, t->easy);
 		t->in_multi = false;
 		nactive--;
+		nactive_kind[t->kind]--;
 		return t;
 	}
 	return NULL;
@@ -560,17 +607,22 @@ rebuild_wait_set(void)
 }
 
 /*
- * Lets curl run whatever is due on its timer.  curl reports a new time
- * only when its earliest timer changes, so the old one is kept until it
- * does: if curl's clock has not quite reached it yet, we come back.
+ * Lets curl run whatever is due on its timer, then asks it when it next
+ * needs to run: curl reports a new time through the timer callback only
+ * when its earliest timer changes, which is not enough to know.
  */
 static void
 run_curl_timer(void)
 {
 	int			running;
+	long		ms = -1;
 
-	if (curl_due >= 0 && curl_due <= GetCurrentTimestamp())
-		curl_multi_socket_action(enrich_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	if (curl_due < 0 || curl_due > GetCurrentTimestamp())
+		return;
+	curl_multi_socket_action(enrich_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	if (curl_multi_timeout(enrich_multi, &ms) != CURLM_OK)
+		ms = 1;
+	curl_due = ms < 0 ? -1 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 }
 
 /*

@@ -169,7 +169,8 @@ enrich_limits_save_usage(void)
 		bool		dirty;
 
 		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-		dirty = p->usage_dirty;
+		/* without a budget there is nothing to count against */
+		dirty = p->usage_dirty && p->credit_limit >= 0;
 		p->usage_dirty = false;
 		values[1] = Int64GetDatum(p->credits_used);
 		values[2] = TimestampTzGetDatum(p->period_start);

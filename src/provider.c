@@ -486,6 +486,12 @@ enrich_job_try_start(EnrichJob *job)
 	int64		wait_ms;
 	TimestampTz now;
 
+	if (!enrich_http_may_start(job->kind))
+	{
+		/* the first request to this provider is finding out its protocol */
+		job->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2);
+		return false;
+	}
 	if (!job->reserved)
 	{
 		EnrichReserve r = enrich_credit_reserve(job->kind);

@@ -63,6 +63,8 @@
 #define HOUSEKEEPING_MIN_MS 100
 /* A ready item that would wait longer than this goes back to the queue. */
 #define HOLD_MAX_MS 2000
+/* Answers wait at most this long to be written together with others. */
+#define WRITE_DELAY_MS 20
 
 /* One request slot: a claimed queue item and its job. */
 typedef struct Slot
@@ -81,6 +83,7 @@ static bool recovered = false;	/* in_flight items of a former run requeued */
 static bool more_due[ENRICH_NUM_KINDS];	/* the last claim filled its quota */
 static bool freed = false;		/* slots were freed since the last claim */
 static TimestampTz claim_at = 0;	/* a provider's quota grows then by itself */
+static TimestampTz first_done_at = 0;	/* the oldest answer not written yet */
 static bool inbox_busy = true;	/* the last look at the inbox found keys */
 static MemoryContext worker_cxt = NULL;
 static MemoryContext turn_cxt = NULL;	/* reset after every transaction */
@@ -551,7 +554,7 @@ claim_all(void)
 	enrich_queue_flush(&u);
 }
 
-/* Whether a claim is worth a transaction now. */
+/* Whether a claim is worth a transaction (now or with the next write). */
 static bool
 claim_wanted(void)
 {
@@ -570,6 +573,41 @@ claim_wanted(void)
 			return true;
 	return freed || inbox_busy ||
 		(claim_at != 0 && claim_at <= GetCurrentTimestamp());
+}
+
+/*
+ * Whether a claim cannot wait for the next write: fewer ready items than
+ * half the concurrency are held.  Otherwise claims ride along with writes,
+ * so that a busy worker runs one transaction per batch of answers, not one
+ * per answer.
+ */
+static bool
+claim_urgent(void)
+{
+	int			used,
+				active,
+				held[ENRICH_NUM_KINDS],
+				waiting[ENRICH_NUM_KINDS];
+
+	if (!claim_wanted())
+		return false;
+	count_slots(&used, &active, held, waiting);
+	return waiting[ENRICH_COMPANY] + waiting[ENRICH_LEAD] < Max(enrich_http_concurrency() / 2, 1);
+}
+
+/*
+ * Whether the finished slots should be written now: when nothing else is
+ * in flight, when an eighth of the concurrency is waiting, or when the
+ * oldest has waited WRITE_DELAY_MS.
+ */
+static bool
+write_due(int ndone, TimestampTz now)
+{
+	if (ndone == 0)
+		return false;
+	return enrich_http_active() == 0 ||
+		ndone >= Max(enrich_http_concurrency() / 8, 1) ||
+		now >= TimestampTzPlusMilliseconds(first_done_at, WRITE_DELAY_MS);
 }
 
 /*
@@ -652,7 +690,10 @@ run_turn(bool house, bool writes)
 		for (int i = 0; i < nslots; i++)
 			slots[i]->fresh = false;
 		if (writes && ready)
+		{
 			release_written(NULL);
+			first_done_at = 0;
+		}
 		return;
 	}
 	drop_slots(false);
@@ -661,6 +702,7 @@ run_turn(bool house, bool writes)
 	for (int i = 0; i < nslots; i++)
 		if (slots[i]->used && slots[i]->done)
 			write_alone(slots[i]);
+	first_done_at = 0;
 }
 
 /* ---- requests ---- */
@@ -693,6 +735,8 @@ start_due(void)
 		else if (!s->job.active &&
 				 s->job.not_before > TimestampTzPlusMilliseconds(now, HOLD_MAX_MS))
 			s->done = true;		/* OUTCOME_NONE: back to the queue */
+		if (s->done && first_done_at == 0)
+			first_done_at = now;
 	}
 }
 
@@ -713,6 +757,8 @@ collect(void)
 		MemoryContextSwitchTo(old);
 		/* a try to be retried goes back to the queue with its backoff */
 		s->done = true;
+		if (first_done_at == 0)
+			first_done_at = GetCurrentTimestamp();
 	}
 	for (int i = 0; i < nslots; i++)
 		if (slots[i]->used && slots[i]->done)
@@ -742,7 +788,10 @@ wait_timeout(TimestampTz next_housekeeping)
 
 	if (claim_at != 0)
 		due = Min(due, claim_at);
-	for (int i = 0; i < nslots; i++)
+	if (first_done_at != 0)
+		due = Min(due, TimestampTzPlusMilliseconds(first_done_at, WRITE_DELAY_MS));
+	/* held slots matter only when there is room to start them */
+	for (int i = 0; i < nslots && enrich_http_active() < enrich_http_concurrency(); i++)
 	{
 		Slot	   *s = slots[i];
 
@@ -784,6 +833,7 @@ enrich_worker_main(Datum arg)
 	{
 		TimestampTz now;
 		bool		house;
+		bool		writes;
 		int			ndone;
 
 		CHECK_FOR_INTERRUPTS();
@@ -813,7 +863,8 @@ enrich_worker_main(Datum arg)
 		/* finished requests make room for held ones before any writing */
 		ndone = collect();
 		start_due();
-		if (house || ndone > 0 || claim_wanted())
+		writes = write_due(ndone, now);
+		if (house || writes || claim_urgent())
 		{
 			run_turn(house, ndone > 0);
 			if (!ready)
@@ -825,7 +876,7 @@ enrich_worker_main(Datum arg)
 			start_due();
 		}
 
-		if (enrich_http_wait(claim_wanted() ? 0 : wait_timeout(next_housekeeping)))
+		if (enrich_http_wait(claim_urgent() ? 0 : wait_timeout(next_housekeeping)))
 			woken = true;
 	}
 }
