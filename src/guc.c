@@ -206,10 +206,25 @@ find_setting_name(char *s, const char *name)
 }
 
 /*
+ * Whether the text after a setting's name goes on with a value: "changed
+ * to ...", ": ...", "= ...", "TO ...", or ", ..." (set_config).
+ */
+static bool
+value_follows(const char *rest)
+{
+	while (*rest == ' ')
+		rest++;
+	return *rest == '=' || *rest == ':' || *rest == ',' ||
+		pg_strncasecmp(rest, "to ", 3) == 0 ||
+		pg_strncasecmp(rest, "changed to", 10) == 0;
+}
+
+/*
  * Returns s with every occurrence of a current key replaced, and with
- * whatever follows the name of a key setting dropped (that is where
- * PostgreSQL quotes a value: 'parameter "enrich.slintel_api_key" changed
- * to "..."'); s itself when there is nothing to hide.  Allocates in the
+ * what follows the name of a key setting dropped when a value follows
+ * (that is where PostgreSQL quotes one: 'parameter
+ * "enrich.slintel_api_key" changed to "..."', or a statement setting it);
+ * s itself when there is nothing to hide.  Allocates in the
  * current memory context.
  */
 static char *
@@ -237,9 +252,9 @@ redact_text(char *s)
 		if (hit == NULL)
 			continue;
 		rest = hit + strlen(key_settings[i]);
-		if (*rest == '"')
+		if (*rest == '"' || *rest == '\'')
 			rest++;
-		if (*rest != '\0')
+		if (value_follows(rest))
 			s = psprintf("%.*s (value hidden)", (int) (rest - s), s);
 	}
 	return s;
