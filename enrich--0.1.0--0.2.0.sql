@@ -64,7 +64,11 @@ CREATE FUNCTION enrich.refresh(kind text DEFAULT NULL, older_than interval DEFAU
     LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION enrich.refresh(text, interval, bigint) IS 'queue the stalest cached answers, oldest first; returns how many';
 
+-- The trigger function too: a trigger of one's own with it would queue
+-- keys (and spend credits) without any grant.  Triggers made by
+-- enrich.auto_enrich fire whoever inserts (EXECUTE is checked only when a
+-- trigger is created).
 REVOKE EXECUTE ON FUNCTION
     enrich.auto_enrich(regclass, text, name, name), enrich.stop_auto_enrich(regclass),
-    enrich.refresh(text, interval, bigint)
+    enrich.refresh(text, interval, bigint), enrich.auto_enrich_trigger()
     FROM PUBLIC;

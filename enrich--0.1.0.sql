@@ -5,6 +5,32 @@
 
 -- Everything is schema-qualified: the script never depends on search_path.
 
+-- CREATE EXTENSION uses a schema "enrich" that already exists.  Its owner
+-- could drop and replace our tables (which the worker writes as a
+-- superuser), and a role with CREATE on it could plant look-alike
+-- functions next to ours: refuse such a schema.
+DO $$
+DECLARE
+    owner oid;
+    acl aclitem[];
+BEGIN
+    SELECT n.nspowner, n.nspacl INTO owner, acl
+      FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'enrich';
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.oid OPERATOR(pg_catalog.=) owner) THEN
+        RAISE EXCEPTION 'schema "enrich" is owned by role %, which is not a superuser', owner::pg_catalog.regrole
+            USING ERRCODE = '42501',
+                  HINT = 'Drop the schema, or give it to a superuser with ALTER SCHEMA enrich OWNER TO, before CREATE EXTENSION enrich.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.aclexplode(acl) a
+                WHERE a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+                  AND a.grantee OPERATOR(pg_catalog.<>) owner) THEN
+        RAISE EXCEPTION 'roles other than its owner may create objects in schema "enrich"'
+            USING ERRCODE = '42501',
+                  HINT = 'REVOKE CREATE ON SCHEMA enrich FROM them before CREATE EXTENSION enrich.';
+    END IF;
+END
+$$;
+
 GRANT USAGE ON SCHEMA enrich TO PUBLIC;
 
 ------------------------------------------------------------------------

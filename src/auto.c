@@ -525,9 +525,16 @@ enrich_auto_take_inbox(void)
 	SPITupleTable *tt;
 	uint64		n;
 
-	exec_owner("DELETE FROM enrich.auto_inbox WHERE ctid = ANY (ARRAY("
+	/*
+	 * Rows only count for tables configured by enrich.auto_enrich: anyone
+	 * else's trigger calling our trigger function must not queue (and so
+	 * pay for) anything.
+	 */
+	exec_owner("DELETE FROM enrich.auto_inbox i WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 			   "  SELECT ctid FROM enrich.auto_inbox LIMIT $1)) "
-			   "RETURNING target, kind, raw_key", 1, qtypes, qvalues, NULL);
+			   "RETURNING target, kind, raw_key, EXISTS (SELECT 1 FROM enrich.auto_targets t"
+			   "  WHERE t.target::oid OPERATOR(pg_catalog.=) i.target"
+			   "    AND t.kind OPERATOR(pg_catalog.=) i.kind)", 1, qtypes, qvalues, NULL);
 	tt = SPI_tuptable;
 	n = SPI_processed;
 	for (uint64 i = 0; i < n; i++)
@@ -543,7 +550,8 @@ enrich_auto_take_inbox(void)
 		EnrichCacheState st;
 		char	   *err;
 
-		if (!enrich_kind_from_name(kname, &kind))
+		if (!enrich_kind_from_name(kname, &kind) ||
+			!DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull)))
 			continue;
 		key = enrich_normalize_key(kind, raw, &reason);
 		if (key == NULL)

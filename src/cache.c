@@ -6,8 +6,12 @@
  * The tables hold personal data, so only the extension's owner (and roles
  * it grants SELECT) may read them.  The functions here run their SPI
  * statements as the owner of enrich.companies, switching the user id only
- * around those statements; every name and operator in them is
- * schema-qualified so the caller's search_path cannot redirect them.
+ * around those statements.  While they run as the owner, the search path
+ * is pg_catalog alone (enrich_as_owner_begin), so that no operator,
+ * function or type a caller's search_path offers -- say a hostile "="
+ * in a schema the caller put before pg_catalog -- can run with the
+ * owner's (usually a superuser's) rights; names of our own objects are
+ * schema-qualified as well.
  *
  *-------------------------------------------------------------------------
  */
@@ -87,22 +91,36 @@ enrich_owner(void)
 	return owner;
 }
 
-/* Switches to the extension owner for our own SPI statements. */
+/*
+ * Switches to the extension owner for our own SPI statements, with the
+ * search path pinned to pg_catalog (no temporary schema either): the
+ * statements are parsed and planned under it, and a kept plan is replanned
+ * under it too, since the plan cache compares search paths.  The override
+ * is popped by enrich_as_owner_end, or by the (sub)transaction abort when
+ * an error leaves the block.  Calls nest.
+ */
 void
 enrich_as_owner_begin(Oid *save_userid, int *save_sec)
 {
 	Oid			owner = enrich_owner();
+	OverrideSearchPath path;
 
+	path.schemas = NIL;
+	path.addCatalog = true;
+	path.addTemp = false;
+	path.generation = 0;
 	GetUserIdAndSecContext(save_userid, save_sec);
+	PushOverrideSearchPath(&path);
 	SetUserIdAndSecContext(owner, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
-/* Switches back to the caller's user id. */
+/* Switches back to the caller's user id and search path. */
 void
 enrich_as_owner_end(Oid save_userid, int save_sec)
 {
 	SetUserIdAndSecContext(save_userid, save_sec);
+	PopOverrideSearchPath();
 }
 
 /* Prepares and keeps a plan on first use (connected to SPI). */

@@ -51,6 +51,7 @@ void
 _PG_init(void)
 {
 	enrich_define_gucs();
+	enrich_install_log_redaction();
 	enrich_http_init();
 	enrich_spool_init();
 	if (process_shared_preload_libraries_in_progress)

@@ -67,6 +67,7 @@ extern int	enrich_max_response_size;	/* kilobytes */
 extern bool enrich_keep_alive;
 
 extern void enrich_define_gucs(void);
+extern void enrich_install_log_redaction(void);
 
 /* ---- enrich.c ---- */
 extern const char *enrich_kind_name(EnrichKind kind);

@@ -8,11 +8,19 @@
  * and the CA file are superuser-only so that nobody else can point the
  * extension, and its keys, at another host.
  *
+ * PostgreSQL itself writes a setting's new value into the server log when
+ * a reload changes it ("parameter ... changed to ..."), and quotes values
+ * in some errors; a log hook (enrich_log_redaction) takes the keys out of
+ * every log line and error this process emits.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "tcop/tcopprot.h"
+#include "utils/elog.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "enrich.h"
 
@@ -177,4 +185,121 @@ enrich_define_gucs(void)
 							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enrich");
+}
+
+/* ---- keeping the keys out of the log ---- */
+
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+static const char *const key_settings[] = {"enrich.leadlex_api_key", "enrich.slintel_api_key"};
+
+/* Where a setting name occurs in s, case-insensitively, or NULL. */
+static char *
+find_setting_name(char *s, const char *name)
+{
+	size_t		n = strlen(name);
+
+	for (; *s; s++)
+		if (pg_strncasecmp(s, name, n) == 0)
+			return s;
+	return NULL;
+}
+
+/*
+ * Whether the text after a setting's name goes on with a value: "changed
+ * to ...", ": ...", "= ...", "TO ...", or ", ..." (set_config).
+ */
+static bool
+value_follows(const char *rest)
+{
+	while (*rest == ' ')
+		rest++;
+	return *rest == '=' || *rest == ':' || *rest == ',' ||
+		pg_strncasecmp(rest, "to ", 3) == 0 ||
+		pg_strncasecmp(rest, "changed to", 10) == 0;
+}
+
+/*
+ * Returns s with every occurrence of a current key replaced, and with
+ * what follows the name of a key setting dropped when a value follows
+ * (that is where PostgreSQL quotes one: 'parameter
+ * "enrich.slintel_api_key" changed to "..."', or a statement setting it);
+ * s itself when there is nothing to hide.  Allocates in the
+ * current memory context.
+ */
+static char *
+redact_text(char *s)
+{
+	const char *keys[2] = {enrich_leadlex_api_key, enrich_slintel_api_key};
+
+	if (s == NULL)
+		return NULL;
+	for (int i = 0; i < 2; i++)
+	{
+		const char *k = keys[i];
+		char	   *hit;
+
+		if (k == NULL || strlen(k) < 4)
+			continue;
+		while ((hit = strstr(s, k)) != NULL)
+			s = psprintf("%.*s********%s", (int) (hit - s), s, hit + strlen(k));
+	}
+	for (int i = 0; i < lengthof(key_settings); i++)
+	{
+		char	   *hit = find_setting_name(s, key_settings[i]);
+		char	   *rest;
+
+		if (hit == NULL)
+			continue;
+		rest = hit + strlen(key_settings[i]);
+		if (*rest == '"' || *rest == '\'')
+			rest++;
+		if (value_follows(rest))
+			s = psprintf("%.*s (value hidden)", (int) (rest - s), s);
+	}
+	return s;
+}
+
+/* Whether a statement's text shows a key or sets one. */
+static bool
+statement_shows_key(const char *q)
+{
+	const char *keys[2] = {enrich_leadlex_api_key, enrich_slintel_api_key};
+
+	if (q == NULL)
+		return false;
+	for (int i = 0; i < 2; i++)
+		if (keys[i] != NULL && strlen(keys[i]) >= 4 && strstr(q, keys[i]) != NULL)
+			return true;
+	for (int i = 0; i < lengthof(key_settings); i++)
+		if (find_setting_name((char *) q, key_settings[i]) != NULL)
+			return true;
+	return false;
+}
+
+/* emit_log_hook: no key reaches the server log or an error message. */
+static void
+enrich_emit_log_hook(ErrorData *edata)
+{
+	MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+
+	edata->message = redact_text(edata->message);
+	edata->detail = redact_text(edata->detail);
+	edata->detail_log = redact_text(edata->detail_log);
+	edata->hint = redact_text(edata->hint);
+	edata->context = redact_text(edata->context);
+	edata->internalquery = redact_text(edata->internalquery);
+	if (statement_shows_key(debug_query_string))
+		edata->hide_stmt = true;
+	MemoryContextSwitchTo(old);
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/* Installs the log hook; called once per process from _PG_init. */
+void
+enrich_install_log_redaction(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = enrich_emit_log_hook;
 }

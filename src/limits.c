@@ -450,15 +450,24 @@ provider_stats(PG_FUNCTION_ARGS)
  *
  * Lifts a pause of the provider (after a 429, a 402 or a rejected key)
  * at once, for a DBA who knows the cause is gone, and wakes the worker.
+ * Queued items of the provider that were told to wait (until the end of a
+ * 429's Retry-After, or a backoff) are due at once too: otherwise they
+ * would still wait out the pause that was just lifted.
  */
 Datum
 resume(PG_FUNCTION_ARGS)
 {
 	EnrichKind	kind = provider_arg(PG_GETARG_TEXT_PP(0));
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
 
 	enrich_require_shared("enrich.resume");
 	require_limit_privilege("resume");
 	enrich_unpause(kind, PAUSE_NONE);
+	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
+	exec_as_owner("UPDATE enrich.queue SET next_attempt_at = now(), updated_at = now() "
+				  "WHERE status = 'queued' AND kind OPERATOR(pg_catalog.=) $1 AND next_attempt_at > now()",
+				  1, types, values, NULL, SPI_OK_UPDATE);
 	enrich_wake_worker();
 	PG_RETURN_VOID();
 }

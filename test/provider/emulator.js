@@ -32,6 +32,8 @@ const DEFAULT_BALANCE = 1000000;
 const DEFAULT_QUOTA = 1000000;
 const IDEM_TTL_MS = 24 * 3600 * 1000;
 const MAX_BODY = 1 << 20;
+const MAX_CAPTURE = 1000; // requests kept by the capture control member
+const CAPTURE_BODY_MAX = 64 * 1024; // bytes of each captured body
 const DAY_MS = 86400000;
 const CACHE_MAX = 50000;
 const NGHTTP2_INTERNAL_ERROR = http2.constants.NGHTTP2_INTERNAL_ERROR;
@@ -280,6 +282,7 @@ function defaultConfig() {
     rate: [null, null],
     quota: [newQuota(DEFAULT_QUOTA, null, now), newQuota(DEFAULT_QUOTA, null, now)],
     faults: [],
+    capture: 0,
   };
 }
 
@@ -308,6 +311,7 @@ let led = freshLedger();
 let knownIds = new Map(); // company id -> domain, for ids this emulator has returned
 let idemStore = new Map(); // apiKey \n idemKey -> record
 let faultSeq = 0;
+let captured = []; // the last cfg.capture API requests, oldest first
 
 const llCache = new Map(); // domain -> precomputed company entry
 const slCache = new Map(); // slug -> precomputed lead JSON
@@ -688,7 +692,7 @@ function keyInQuery(qs) {
 
 const FAULT_KINDS = new Set(['status', 'reset', 'reset_mid_body', 'hang', 'slow_drip',
   'malformed_json', 'truncated_json', 'huge_body', 'invalid_utf8', 'nul_escape',
-  'deep_nesting', 'wrong_shape', 'html']);
+  'deep_nesting', 'wrong_shape', 'html', 'redirect']);
 
 function pickFault(prov, s1, s2) {
   const fl = cfg.faults;
@@ -852,6 +856,12 @@ function runFault(ctx, f) {
       send(ctx, 200, b);
       return;
     }
+    case 'redirect': {
+      const st = f.status || 302;
+      recStatus(ctx, st);
+      later(ctx, writeNow, st, errBody('moved', 'Moved to ' + f.location), { Location: f.location });
+      return;
+    }
     case 'html': {
       const s = f.status || 200;
       const t = s + ' ' + statusText(s);
@@ -933,6 +943,19 @@ function faultHuge(ctx, f) {
 // Request body
 // ---------------------------------------------------------------------------
 
+// Keeps what arrived (method, target, every header as sent, body) for
+// tests that check what a client really sends; only when capture is on.
+function captureRequest(ctx, buf) {
+  const req = ctx.req;
+  const headers = [];
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.push([req.rawHeaders[i], req.rawHeaders[i + 1]]);
+  captured.push({
+    provider: PNAME[ctx.prov], method: req.method, url: req.url, http_version: req.httpVersion, headers,
+    body: buf === null ? null : buf.subarray(0, CAPTURE_BODY_MAX).toString('latin1'),
+  });
+  while (captured.length > cfg.capture) captured.shift();
+}
+
 function readBody(ctx, cb) {
   const req = ctx.req;
   let chunks = null;
@@ -946,6 +969,7 @@ function readBody(ctx, cb) {
   });
   req.on('end', () => {
     if (ctx.done) return;
+    if (cfg.capture > 0) captureRequest(ctx, over ? null : chunks === null ? EMPTY : Buffer.concat(chunks));
     try {
       cb(ctx, over ? null : chunks === null ? EMPTY : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), over);
     } catch (e) {
@@ -1252,7 +1276,7 @@ function faultJson(f) {
   const o = { id: f.id, provider: f.provider === ANY ? 'any' : PNAME[f.provider], kind: f.kind,
     remaining: f.remaining < 0 ? null : f.remaining, applied: f.applied, match: f.match };
   for (const k of ['status', 'code', 'retry_after', 'rate_reset_in', 'bytes', 'interval_ms',
-    'content_length', 'depth', 'shape', 'scope', 'after_charge']) {
+    'content_length', 'depth', 'shape', 'scope', 'after_charge', 'location']) {
     if (f[k] !== null && f[k] !== undefined) o[k] = f[k];
   }
   return o;
@@ -1284,6 +1308,7 @@ function configJson() {
     faults: cfg.faults.map(faultJson),
     idempotency_records: idemStore.size,
     known_company_ids: knownIds.size,
+    capture: cfg.capture,
   };
 }
 
@@ -1321,14 +1346,15 @@ function perProvNumbers(v, what) {
 function parseFault(v) {
   if (!isObj(v)) cerr('a fault must be an object');
   const allowed = new Set(['provider', 'kind', 'count', 'match', 'status', 'code', 'retry_after',
-    'rate_reset_in', 'bytes', 'interval_ms', 'content_length', 'depth', 'shape', 'scope', 'after_charge']);
+    'rate_reset_in', 'bytes', 'interval_ms', 'content_length', 'depth', 'shape', 'scope', 'after_charge',
+    'location']);
   for (const k in v) if (!allowed.has(k)) cerr('unknown fault member ' + JSON.stringify(k));
   if (!FAULT_KINDS.has(v.kind)) cerr('unknown fault kind ' + JSON.stringify(v.kind));
   const f = {
     id: 0, provider: v.provider === undefined ? ANY : provIndex(v.provider, true), kind: v.kind,
     remaining: -1, applied: 0, match: null, status: null, code: null, retry_after: null,
     rate_reset_in: null, bytes: null, interval_ms: null, content_length: null, depth: null,
-    shape: null, scope: null, after_charge: false,
+    shape: null, scope: null, after_charge: false, location: null,
   };
   if (v.count !== undefined && v.count !== null) {
     if (!Number.isInteger(v.count) || v.count < 1) cerr('fault count must be a positive integer');
@@ -1357,6 +1383,16 @@ function parseFault(v) {
       if (!Number.isInteger(v.status) || v.status < 200 || v.status > 599) cerr('html status must be 200-599');
       f.status = v.status;
     }
+  }
+  if (f.kind === 'redirect') {
+    if (v.status !== undefined) {
+      if (![301, 302, 303, 307, 308].includes(v.status)) cerr('redirect status must be 301, 302, 303, 307 or 308');
+      f.status = v.status;
+    }
+    if (typeof v.location !== 'string' || v.location === '' || /[\r\n]/.test(v.location)) cerr('redirect fault needs "location", a one-line string');
+    f.location = v.location;
+  } else if (v.location !== undefined) {
+    cerr('location is only for redirect faults');
   }
   if (f.kind === 'slow_drip') {
     f.bytes = v.bytes === undefined ? 1 : v.bytes;
@@ -1404,7 +1440,7 @@ function parseRate(v, pname) {
 }
 
 const CONTROL_MEMBERS = new Set(['reset', 'latency_ms', 'latency_jitter_ms', 'balance', 'keys',
-  'rate_limit', 'daily_quota', 'faults', 'add_fault']);
+  'rate_limit', 'daily_quota', 'faults', 'add_fault', 'capture']);
 
 // Validate everything first, then apply: a bad request changes nothing.
 function applyControl(c) {
@@ -1420,6 +1456,7 @@ function applyControl(c) {
         idemStore = new Map();
         knownIds = new Map();
         led = freshLedger();
+        captured = [];
       });
     }
   }
@@ -1530,6 +1567,10 @@ function applyControl(c) {
     const f = parseFault(c.add_fault);
     ops.push(() => { f.id = ++faultSeq; cfg.faults.push(f); });
   }
+  if (c.capture !== undefined) {
+    if (!isNonNegInt(c.capture) || c.capture > MAX_CAPTURE) cerr('capture must be an integer 0..' + MAX_CAPTURE);
+    ops.push(() => { cfg.capture = c.capture; captured = []; });
+  }
   // Unknown keys in "balance" are detected while applying; check them first.
   if (c.balance !== undefined) {
     const pending = new Set();
@@ -1553,6 +1594,10 @@ function handleControl(req, res, path) {
   if (path === '/_ledger') {
     if (method !== 'GET') return plainJson(res, 405, errBody('method_not_allowed', 'use GET'), ALLOW_GET);
     return plainJson(res, 200, ledgerJson());
+  }
+  if (path === '/_captured') {
+    if (method !== 'GET') return plainJson(res, 405, errBody('method_not_allowed', 'use GET'), ALLOW_GET);
+    return plainJson(res, 200, { capture: cfg.capture, requests: captured });
   }
   if (path === '/_health') {
     const m = process.memoryUsage();

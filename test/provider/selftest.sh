@@ -533,6 +533,13 @@ ctl '{"faults":[{"kind":"html","count":1},{"kind":"html","status":502,"count":1}
 ll '{"domain":"acme.com"}'; eq "html 200" "200 text/html" "$ST $(hdr Content-Type)"
 has "html body" "<html>" "$(body)"
 ll '{"domain":"acme.com"}'; eq "html 502" "502 text/html" "$ST $(hdr Content-Type)"
+ctl '{"faults":[{"kind":"redirect","count":1,"location":"http://elsewhere.example/x"},{"kind":"redirect","status":307,"count":1,"location":"/y"}]}'
+ll '{"domain":"acme.com"}'; eq "redirect 302 with Location" "302 http://elsewhere.example/x" "$ST $(hdr Location)"
+has "redirect has an X-Request-ID" "req_" "$(hdr X-Request-ID)"
+sl "https://www.linkedin.com/in/jane"; eq "redirect 307 (slintel)" "307 /y" "$ST $(hdr Location)"
+eq "redirect needs a location" 400 "$(ctl_st '{"add_fault":{"kind":"redirect"}}')"
+eq "redirect status must be 3xx" 400 "$(ctl_st '{"add_fault":{"kind":"redirect","status":200,"location":"/z"}}')"
+eq "location only for redirects" 400 "$(ctl_st '{"add_fault":{"kind":"reset","location":"/z"}}')"
 ctl '{"faults":[{"kind":"huge_body","count":1},{"kind":"huge_body","count":1,"bytes":100000,"content_length":true},{"kind":"huge_body","count":1,"bytes":3000000}]}'
 ll '{"domain":"acme.com"}'
 eq "huge_body 20 MB chunked, valid JSON" "200 20971520 chunked true" "$ST $(wc -c <"$T/b" | tr -d ' ') $(hdr Transfer-Encoding) $(j valid)"
@@ -544,6 +551,7 @@ sleep 0.2
 eq "nothing left in flight after faults" "0 0" "$(led j.in_flight.leadlex j.in_flight.slintel | tr '\n' ' ' | sed 's/ $//')"
 eq "faulted requests never charged" 0 "$(led j.charged_total.leadlex+j.charged_total.slintel)"
 eq "faults_applied ledger" 3 "$(led j.faults_applied.leadlex.huge_body)"
+eq "redirects counted by status" "1 1" "$(led j.by_status.leadlex[302] j.by_status.slintel[307] | tr '\n' ' ' | sed 's/ $//')"
 eq "by_status records resets" 4 "$(led j.by_status.leadlex.reset)"
 
 # ---------------------------------------------------------------------------
@@ -575,6 +583,24 @@ eq "control endpoints not counted" 0 "$(led j.requests.leadlex+j.requests.slinte
 reset
 eq "reset restores default keys" "1000000 1000000 undefined" "$(led j.balances.leadlex.wbk_test_key j.balances.slintel.sl_test_key 'String(j.balances.slintel.sl_second)' | tr '\n' ' ' | sed 's/ $//')"
 eq "no internal errors" 0 "$(led j.internal_errors)"
+
+# ---------------------------------------------------------------------------
+echo "# capture"
+reset
+eq "capture off by default" "0 0" "$(curl -s "$H/_captured" | node "$T/j.js" /dev/stdin j.capture j.requests.length | tr '\n' ' ' | sed 's/ $//')"
+ctl '{"capture":2}'
+ll '{"domain":"first.com"}'
+ll '{"domain":"acme.com"}' -H 'X-Extra: yes'
+sl "https://www.linkedin.com/in/jane"
+curl -s "$H/_captured" >"$T/cap"
+eq "capture keeps the last n" '2 ["leadlex","slintel"]' "$(jf "$T/cap" j.requests.length 'JSON.stringify(j.requests.map(r=>r.provider))' | tr '\n' ' ' | sed 's/ $//')"
+eq "captured method, target, body" "POST $LLP {\"domain\":\"acme.com\"}" "$(jf "$T/cap" 'j.requests[0].method+" "+j.requests[0].url+" "+j.requests[0].body')"
+eq "captured headers as sent" "yes Bearer wbk_test_key" "$(jf "$T/cap" 'j.requests[0].headers.find(h=>h[0]==="X-Extra")[1]+" "+j.requests[0].headers.find(h=>h[0]==="Authorization")[1]')"
+has "captured slintel query" "linkedin_url=" "$(jf "$T/cap" 'j.requests[1].url')"
+eq "capture bounds" 400 "$(ctl_st '{"capture":-1}')"
+eq "GET /_control shows capture" 2 "$(curl -s "$H/_control" | node "$T/j.js" /dev/stdin j.capture)"
+reset
+eq "reset clears capture" "0 0" "$(curl -s "$H/_captured" | node "$T/j.js" /dev/stdin j.capture j.requests.length | tr '\n' ' ' | sed 's/ $//')"
 
 # ---------------------------------------------------------------------------
 echo "# stop"
