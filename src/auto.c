@@ -385,6 +385,27 @@ auto_enrich_trigger(PG_FUNCTION_ARGS)
 /* ---- the worker's side ---- */
 
 /*
+ * The search path a role's write into its table runs with (and its
+ * triggers): "$user", public, as a session of that role has by default.
+ * The worker's own statements run with pg_catalog alone.
+ */
+static void
+push_role_search_path(Oid role)
+{
+	OverrideSearchPath path;
+	char	   *rolname = GetUserNameFromId(role, true);
+	Oid			nsp;
+
+	memset(&path, 0, sizeof(path));
+	path.addCatalog = true;
+	if (rolname != NULL && OidIsValid(nsp = get_namespace_oid(rolname, true)))
+		path.schemas = lappend_oid(path.schemas, nsp);
+	if (OidIsValid(nsp = get_namespace_oid("public", true)))
+		path.schemas = lappend_oid(path.schemas, nsp);
+	PushOverrideSearchPath(&path);
+}
+
+/*
  * Writes an answer into one target as its configuring role, in a
  * subtransaction.  Returns NULL, or the error message when it failed.
  */
@@ -421,10 +442,12 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 										  get_rel_name(relid));
 		GetUserIdAndSecContext(&save_userid, &save_sec);
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		push_role_search_path(role);
 		rc = SPI_execute_with_args(psprintf("UPDATE %s SET %s = $1 WHERE %s OPERATOR(pg_catalog.=) ANY ($2)%s",
 											qrel, quote_identifier(rescol), quote_identifier(keycol),
 											result ? "" : psprintf(" AND %s IS NOT NULL", quote_identifier(rescol))),
 								   2, types, values, nulls, false, 0);
+		PopOverrideSearchPath();
 		SetUserIdAndSecContext(save_userid, save_sec);
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "UPDATE of %s failed: %s", qrel, SPI_result_code_string(rc));

@@ -374,6 +374,7 @@ typedef struct EnrichSpooled
 typedef struct EnrichSpoolBatch
 {
 	int			fd;				/* -1 until the first answer */
+	bool		written;		/* the worker's: a file exists */
 	char		path[MAXPGPATH];
 } EnrichSpoolBatch;
 
@@ -381,6 +382,10 @@ extern void enrich_spool_init(void);
 extern void enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
 									  const EnrichOutcome *out, TimestampTz fetched_at);
 extern void enrich_spool_batch_finish(EnrichSpoolBatch *b, int elevel);
+extern void enrich_spool_worker_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
+									   const EnrichOutcome *out, TimestampTz fetched_at);
+extern void enrich_spool_worker_sync(EnrichSpoolBatch *b);
+extern void enrich_spool_worker_remove(EnrichSpoolBatch *b);
 extern void enrich_spool_write(EnrichKind kind, const char *key,
 							   const EnrichOutcome *out, TimestampTz fetched_at);
 extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp);

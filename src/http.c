@@ -42,8 +42,6 @@
 #error "enrich needs libcurl 7.68.0 or later"
 #endif
 
-/* Each easy handle's receive buffer; answers are a few kB. */
-#define RECV_BUFFER_SIZE 4096
 /* First allocation for a response body without a Content-Length. */
 #define BODY_INITIAL_SIZE 2048
 
@@ -142,6 +140,36 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/*
+ * Connections allowed per host: what the provider that needs most needs.
+ * One that multiplexes needs a few, whatever the concurrency (requests
+ * beyond their streams wait inside curl); one that does not needs one per
+ * request it may have in flight.  0 means no limit.
+ */
+static long
+host_connection_cap(void)
+{
+	long		cap = 1;
+
+	if (!enrich_keep_alive)
+		return 0;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+	{
+		long		need = 1;
+
+		if (provider_proto[k] == 2)
+			need = enrich_max_concurrency / MAX_STREAMS_PER_CONNECTION + 2;
+		else if (provider_proto[k] == 1)
+		{
+			int32		pcap = enrich_shared ? enrich_shared->prov[k].rate_max_concurrency : 0;
+
+			need = pcap > 0 ? Min(pcap, enrich_max_concurrency) : enrich_max_concurrency;
+		}
+		cap = Max(cap, need);
+	}
+	return cap;
+}
+
 /* Returns this backend's multi handle, creating it on first use. */
 CURLM *
 enrich_http_multi(void)
@@ -165,15 +193,7 @@ enrich_http_multi(void)
 	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
 					  (long) MAX_STREAMS_PER_CONNECTION);
 
-	/*
-	 * When every provider we know of multiplexes, a few connections per
-	 * host carry all the requests; more would only cost memory and TLS
-	 * handshakes (requests beyond their streams wait inside curl).
-	 */
-	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-					  (!enrich_keep_alive || provider_proto[ENRICH_COMPANY] == 1 ||
-					   provider_proto[ENRICH_LEAD] == 1) ? 0L :
-					  (long) (enrich_max_concurrency / MAX_STREAMS_PER_CONNECTION + 2));
+	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_HOST_CONNECTIONS, host_connection_cap());
 	return enrich_multi;
 }
 
@@ -399,7 +419,16 @@ set_common_options(EnrichTransfer *t)
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+	/*
+	 * HTTP/2 where it pays: LeadLex, whose retries are free (Idempotency-
+	 * Key).  Slintel charges every answer, retries included, and allows
+	 * only a few requests at once anyway: HTTP/1.1 keep-alive, one request
+	 * per connection, so that a multiplexed session torn down by the
+	 * server (a GOAWAY under load, which libcurl 7.88 reports as failures
+	 * of streams the server had answered) never costs a second charge.
+	 */
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, t->kind == ENRICH_COMPANY ?
+					 (long) CURL_HTTP_VERSION_2TLS : (long) CURL_HTTP_VERSION_1_1);
 	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
@@ -418,8 +447,6 @@ set_common_options(EnrichTransfer *t)
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
 	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) t->body_limit);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-	curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long) RECV_BUFFER_SIZE);
-	curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L);
 	if (!enrich_keep_alive)
 	{
 		curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);

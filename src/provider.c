@@ -335,13 +335,18 @@ classify_curl_error(EnrichJob *job, EnrichOutcome *out)
 	}
 }
 
-/* Milliseconds a 429 asks us to wait, from Retry-After or the reset time. */
+/*
+ * Milliseconds a 429 asks us to wait: Retry-After, or the quota's reset
+ * when X-RateLimit-Remaining says the quota is used up (LeadLex's resets
+ * daily: a 429 with quota left is a burst limit, better met by backoff).
+ * -1 when the answer does not say.
+ */
 static int64
 rate_limit_wait_ms(EnrichTransfer *t)
 {
 	if (t->retry_after >= 0)
 		return t->retry_after * 1000;
-	if (t->rl_reset >= 0)
+	if (t->rl_reset >= 0 && t->rl_remaining == 0)
 	{
 		int64		now = (int64) time(NULL);
 

@@ -52,11 +52,12 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	"  WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) 'company'"
 	"    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh)"
+	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
 	"  c.domain IS NOT NULL, c.matched, c.fetched_at, c.result"
 	" FROM claimed cl LEFT JOIN enrich.companies c"
-	"  ON c.domain OPERATOR(pg_catalog.=) cl.key AND NOT cl.refresh"
+	"  ON c.domain OPERATOR(pg_catalog.=) cl.key"
+	"  AND (NOT cl.refresh OR c.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
 	" ORDER BY cl.id",
 	"WITH claimed AS ("
 	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
@@ -65,11 +66,12 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	"  WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) 'lead'"
 	"    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
 	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
-	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh)"
+	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
 	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result"
 	" FROM claimed cl LEFT JOIN enrich.leads l"
-	"  ON l.linkedin_url OPERATOR(pg_catalog.=) cl.key AND NOT cl.refresh"
+	"  ON l.linkedin_url OPERATOR(pg_catalog.=) cl.key"
+	"  AND (NOT cl.refresh OR l.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
 	" ORDER BY cl.id",
 };
 static bool wake_at_commit = false;

@@ -37,6 +37,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "common/file_perm.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
@@ -94,13 +95,14 @@ spool_remember(const char *path)
 	MemoryContextSwitchTo(old);
 }
 
-/* Appends the JSON record of one answer, with a newline, to buf. */
+/*
+ * Appends the JSON record of one answer, with a newline, to buf.  fxid is
+ * the transaction that will commit the answer (invalid for the worker's).
+ */
 static void
-spool_record(StringInfo buf, EnrichKind kind, const char *key,
-			 const EnrichOutcome *out, TimestampTz fetched_at)
+spool_record(StringInfo buf, FullTransactionId fxid, EnrichKind kind,
+			 const char *key, const EnrichOutcome *out, TimestampTz fetched_at)
 {
-	FullTransactionId fxid = GetTopFullTransactionId();
-
 	appendStringInfo(buf, "{\"v\": 1, \"xid\": \"" UINT64_FORMAT "\", \"kind\": \"%s\", \"key\": ",
 					 U64FromFullTransactionId(fxid), enrich_kind_name(kind));
 	escape_json(buf, key);
@@ -156,7 +158,7 @@ enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 	int			fd;
 
 	initStringInfo(&buf);
-	spool_record(&buf, kind, key, out, fetched_at);
+	spool_record(&buf, GetTopFullTransactionId(), kind, key, out, fetched_at);
 	spool_ensure_dir();
 	spool_path(kind, key, path);
 	snprintf(tmp, MAXPGPATH, "%s.%d.tmp", path, MyProcPid);
@@ -199,7 +201,7 @@ enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
 		spool_remember(b->path);
 	}
 	initStringInfo(&buf);
-	spool_record(&buf, kind, key, out, fetched_at);
+	spool_record(&buf, GetTopFullTransactionId(), kind, key, out, fetched_at);
 	spool_write_all(b->fd, b->path, &buf);
 	pfree(buf.data);
 }
@@ -226,6 +228,85 @@ enrich_spool_batch_finish(EnrichSpoolBatch *b, int elevel)
 				(errcode_for_file_access(),
 				 errmsg("could not close file \"%s\": %m", b->path)));
 	fsync_fname_ext(SPOOL_DIR, true, false, elevel);
+}
+
+/*
+ * The worker's spool: its answers are appended as they arrive (outside any
+ * transaction), fsync'd before the transaction that writes them commits,
+ * and removed after it.  A file left behind by a worker that died is taken
+ * in by the next one, so that no answer is bought again after a crash
+ * (Slintel charges every repeat).  The file is not tied to a transaction,
+ * so it is opened directly and counted with AcquireExternalFD.
+ */
+void
+enrich_spool_worker_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
+						   const EnrichOutcome *out, TimestampTz fetched_at)
+{
+	static uint32 counter = 0;
+	StringInfoData buf;
+
+	if (b->fd < 0)
+	{
+		spool_ensure_dir();
+		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/worker-%d-%u", MyProcPid, ++counter);
+		if (!AcquireExternalFD())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("no file descriptor left for \"%s\"", b->path)));
+		b->fd = open(b->path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY, pg_file_create_mode);
+		if (b->fd < 0)
+		{
+			ReleaseExternalFD();
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create file \"%s\": %m", b->path)));
+		}
+	}
+	initStringInfo(&buf);
+	spool_record(&buf, InvalidFullTransactionId, kind, key, out, fetched_at);
+	errno = 0;
+	if (write(b->fd, buf.data, buf.len) != buf.len)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", b->path)));
+	pfree(buf.data);
+	b->written = true;
+}
+
+/* Makes the worker's spooled answers durable and closes the file. */
+void
+enrich_spool_worker_sync(EnrichSpoolBatch *b)
+{
+	int			fd = b->fd;
+
+	if (fd < 0)
+		return;
+	b->fd = -1;
+	if (pg_fsync(fd) != 0)
+	{
+		close(fd);
+		ReleaseExternalFD();
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not fsync file \"%s\": %m", b->path)));
+	}
+	close(fd);
+	ReleaseExternalFD();
+	fsync_fname_ext(SPOOL_DIR, true, false, ERROR);
+}
+
+/* Removes the worker's spool file once its answers have committed. */
+void
+enrich_spool_worker_remove(EnrichSpoolBatch *b)
+{
+	if (!b->written)
+		return;
+	enrich_spool_worker_sync(b);
+	if (unlink(b->path) != 0 && errno != ENOENT)
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not remove file \"%s\": %m", b->path)));
+	b->written = false;
 }
 
 /* Reads a whole spool file; NULL if it does not exist. */
@@ -310,7 +391,8 @@ spool_owner_running(FullTransactionId fxid)
 {
 	TransactionId xid = XidFromFullTransactionId(fxid);
 
-	if (TransactionIdIsCurrentTransactionId(xid))
+	/* the worker's files carry no transaction: their writer has died */
+	if (!FullTransactionIdIsValid(fxid) || TransactionIdIsCurrentTransactionId(xid))
 		return false;
 	return TransactionIdIsInProgress(xid);
 }
@@ -388,7 +470,10 @@ enrich_spool_ingest_all(void)
 	DIR		   *dir;
 	struct dirent *de;
 	int			n = 0;
+	char		own[32];
 
+	/* the files this worker is writing are its own business */
+	snprintf(own, sizeof(own), "worker-%d", MyProcPid);
 	dir = AllocateDir(SPOOL_DIR);
 	if (dir == NULL && errno == ENOENT)
 		return 0;
@@ -398,7 +483,9 @@ enrich_spool_ingest_all(void)
 		size_t		len;
 		char	   *data;
 
-		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL)
+		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL ||
+			strcmp(de->d_name, own) == 0 ||
+			(strncmp(de->d_name, own, strlen(own)) == 0 && de->d_name[strlen(own)] == '-'))
 			continue;
 		snprintf(path, MAXPGPATH, SPOOL_DIR "/%s", de->d_name);
 		data = spool_read_file(path, &len);

@@ -87,6 +87,7 @@ static TimestampTz first_done_at = 0;	/* the oldest answer not written yet */
 static bool inbox_busy = true;	/* the last look at the inbox found keys */
 static MemoryContext worker_cxt = NULL;
 static MemoryContext turn_cxt = NULL;	/* reset after every transaction */
+static EnrichSpoolBatch spool = {.fd = -1};	/* answers not yet committed */
 
 /* Registers the worker with the postmaster; called from _PG_init. */
 void
@@ -476,14 +477,13 @@ finish_from_cache(EnrichKind kind, EnrichClaimed *c, EnrichQueueUpdates *u,
 	Jsonb	   *result;
 	char	   *err = NULL;
 
-	if (c->refresh)
-		return false;
-	if (c->cached && enrich_cache_fresh(c->matched, c->fetched_at))
+	/* a refresh item only takes an answer fetched since it was queued */
+	if (c->cached && (c->refresh || enrich_cache_fresh(c->matched, c->fetched_at)))
 	{
 		matched = c->matched;
 		result = c->result;
 	}
-	else if (enrich_spool_find(kind, c->key, &sp) &&
+	else if (!c->refresh && enrich_spool_find(kind, c->key, &sp) &&
 			 enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
 	{
 		/* a session has just paid for it: never buy it twice */
@@ -614,12 +614,14 @@ write_due(int ndone, TimestampTz now)
  * Writes one finished slot in a transaction of its own; if that fails too,
  * marks its item failed with the error (in another), so that one bad
  * answer can never make the worker ask for (and pay for) it again and
- * again.  Frees the slot.
+ * again.  Frees the slot.  Returns false if even that failed (the item is
+ * left in flight, to run again at the next start).
  */
-static void
+static bool
 write_alone(Slot *s)
 {
 	char	   *volatile err = NULL;
+	volatile bool left = false;
 
 	PG_TRY();
 	{
@@ -647,10 +649,27 @@ write_alone(Slot *s)
 		{
 			/* left in flight: the next start queues it again */
 			(void) tx_recover();
+			left = true;
 		}
 		PG_END_TRY();
 	}
 	release_written(s);
+	return !left;
+}
+
+/* Writes the finished slots one by one, after their joint write failed. */
+static void
+write_each(void)
+{
+	bool		unwritten = false;
+
+	for (int i = 0; i < nslots; i++)
+		if (slots[i]->used && slots[i]->done && !write_alone(slots[i]))
+			unwritten = true;
+	/* an answer left unwritten stays spooled for the next start */
+	if (!unwritten)
+		enrich_spool_worker_remove(&spool);
+	first_done_at = 0;
 }
 
 /*
@@ -663,6 +682,9 @@ run_turn(bool house, bool writes)
 {
 	volatile bool ok = true;
 
+	/* the answers about to be written are durable first */
+	if (writes)
+		enrich_spool_worker_sync(&spool);
 	PG_TRY();
 	{
 		tx_begin(writes || house);
@@ -692,17 +714,14 @@ run_turn(bool house, bool writes)
 		if (writes && ready)
 		{
 			release_written(NULL);
+			enrich_spool_worker_remove(&spool);
 			first_done_at = 0;
 		}
 		return;
 	}
 	drop_slots(false);
-	if (!ready || !writes)
-		return;
-	for (int i = 0; i < nslots; i++)
-		if (slots[i]->used && slots[i]->done)
-			write_alone(slots[i]);
-	first_done_at = 0;
+	if (ready && writes)
+		write_each();
 }
 
 /* ---- requests ---- */
@@ -755,6 +774,9 @@ collect(void)
 
 		enrich_job_finish_try(j);
 		MemoryContextSwitchTo(old);
+		/* paid for: on disk before anything can lose it */
+		if (j->finished && (j->out.kind == OUTCOME_MATCH || j->out.kind == OUTCOME_NO_MATCH))
+			enrich_spool_worker_append(&spool, j->kind, j->key, &j->out, j->fetched_at);
 		/* a try to be retried goes back to the queue with its backoff */
 		s->done = true;
 		if (first_done_at == 0)
@@ -814,6 +836,12 @@ enrich_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(enrich_database_name, NULL, 0);
 	pgstat_report_appname("enrich worker");
+	/*
+	 * Our statements run as a superuser: nothing in them may resolve to an
+	 * object a database's search_path setting offers (the writes into
+	 * auto_enrich tables get their role's usual path, in auto.c).
+	 */
+	SetConfigOption("search_path", "pg_catalog", PGC_SUSET, PGC_S_OVERRIDE);
 
 	worker_cxt = AllocSetContextCreate(TopMemoryContext, "enrich worker",
 									   ALLOCSET_DEFAULT_SIZES);

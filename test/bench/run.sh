@@ -9,7 +9,7 @@
 # that does not finish, a wrong count, a cache hit that calls the provider).
 #
 #   bash test/bench/run.sh                 everything (about 5 minutes)
-#   bash test/bench/run.sh sync worker     a subset: emu sync worker batch
+#   bash test/bench/run.sh sync worker     a subset: emu sync worker batch auto
 #
 # Environment: BENCH_SECONDS (pgbench run length, default 10), BENCH_KEEP=1
 # (keep the scratch directory).  A full run writes test/bench/results.md.
@@ -18,7 +18,7 @@ set -uo pipefail
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync worker batch"
+ALL_SECTIONS="emu sync worker batch auto"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -417,11 +417,68 @@ bench_batch() {
   set_latency 0
 }
 
+# ---------------------------------------------------------------- auto
+# An INSERT into a table enriched on insert against the same INSERT into
+# the same table without it, and refresh() queueing stale answers.
+bench_auto() {
+  local n=100000 ta tb best_a=0 best_b=0 rep t
+  say
+  say "== 9. INSERT of $n rows with and without auto_enrich (best of 2, alternating)"
+  set_conc 256; set_latency 0; ledger_reset
+  q "CREATE TABLE bench_plain (id bigserial PRIMARY KEY, domain text, company jsonb)" \
+    "CREATE INDEX ON bench_plain (domain)" \
+    "CREATE TABLE bench_auto (id bigserial PRIMARY KEY, domain text, company jsonb)" \
+    "CREATE INDEX ON bench_auto (domain)" \
+    "SELECT enrich.auto_enrich('bench_auto', 'company', 'domain', 'company')" >/dev/null ||
+    { fail "auto_enrich set-up"; return; }
+  for rep in 1 2; do
+    q "TRUNCATE bench_plain" "TRUNCATE bench_auto" "CHECKPOINT" >/dev/null
+    qt "INSERT INTO bench_plain (domain) SELECT format('ins-%s.com', g) FROM generate_series(1, $n) g" ||
+      fail "INSERT without auto_enrich"
+    ta=$QT_SECS
+    qt "INSERT INTO bench_auto (domain) SELECT format('ins-%s.com', g) FROM generate_series(1, $n) g" ||
+      fail "INSERT with auto_enrich"
+    tb=$QT_SECS
+    say "  run $rep: without $(calc "$ta * 1000") ms, with auto_enrich $(calc "$tb * 1000") ms"
+    best_a=$(calc "$best_a == 0 || $ta < $best_a ? $ta : $best_a" %.6f)
+    best_b=$(calc "$best_b == 0 || $tb < $best_b ? $tb : $best_b" %.6f)
+    # the worker fills the table in; the next run starts from a quiet server
+    cpu_begin
+    qt "SELECT enrich.wait('10 min')" || fail "waiting for the auto_enrich rows"
+    cpu_end
+    [ "$QT_OUT" = t ] || fail "enrich.wait() timed out after the auto_enrich INSERT"
+    t=$(q "SELECT count(*) FROM bench_auto WHERE company IS NULL")
+    [ "$t" = 0 ] || fail "$t rows of bench_auto not filled in"
+    say "  run $rep: the worker filled the $n rows in $(calc "$QT_SECS" %.1f) s after commit ($(calc "$n / $QT_SECS") rows/s; $([ $rep = 1 ] && echo "one request per row" || echo "from the cache, no request"))"
+    [ $rep = 1 ] && local fill1=$(calc "$n / $QT_SECS") note1=$CPU_NOTE
+  done
+  local req; req=$(ledger_get requests.leadlex)
+  [ "$req" = "$n" ] || fail "auto_enrich: $req requests for $n distinct keys, expected $n"
+  row "INSERT of 100,000 rows with auto_enrich" "$(calc "$best_b * 1000") ms" "$(calc "$best_a * 1000") ms without" "$(calc "$best_b / $best_a" %.2f)" "≤ 1.5" "then filled in by the worker at $fill1 rows/s (a request each); $note1"
+
+  say
+  say "== 10. refresh(): queue $n stale answers, oldest first"
+  q "UPDATE enrich.companies SET fetched_at = fetched_at - interval '31 days' WHERE domain LIKE 'ins-%'" "VACUUM ANALYZE enrich.companies" >/dev/null
+  ledger_reset
+  qt "SELECT enrich.refresh('company', '30 days', $n)" || fail "refresh"
+  [ "$QT_OUT" = "$n" ] || fail "refresh queued '$QT_OUT', expected $n"
+  local tr=$QT_SECS
+  say "  refresh queued $QT_OUT answers in $(calc "$tr * 1000") ms ($(calc "$n / $tr") rows/s)"
+  cpu_begin
+  qt "SELECT enrich.wait('10 min')" || fail "waiting for the refresh"
+  cpu_end
+  req=$(ledger_get requests.leadlex)
+  [ "$req" = "$n" ] || fail "refresh: $req requests, expected $n"
+  say "  the worker refreshed them in $(calc "$QT_SECS" %.1f) s ($(calc "$n / $QT_SECS") req/s), and the auto_enrich table with them"
+  row "refresh() queueing 100,000 stale answers" "$(calc "$tr * 1000") ms" "" "" "" "$(calc "$n / $tr") rows/s; refreshed by the worker at $(calc "$n / $QT_SECS") req/s"
+}
+
 emu_setup
 want emu && bench_emu
 want sync && bench_sync
 want worker && bench_worker
 want batch && bench_batch
+want auto && bench_auto
 
 # ---------------------------------------------------------------- report
 TABLE=$(

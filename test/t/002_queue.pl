@@ -123,7 +123,11 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.queue WHERE key = 
 
 my $l = emu_ledger();
 is($l->{charged}{leadlex}{wbk_test_key}, $n - $nomatch, 'LeadLex credits charged on the ledger = matching domains');
-is($l->{requests}{leadlex}, $n, 'one LeadLex request per key');
+# A request whose HTTP/2 stream the server answered but then tore down
+# (a GOAWAY under load; libcurl 7.88 reports the stream as failed) is sent
+# again with its Idempotency-Key and replayed by LeadLex for free: one
+# paid request per key, plus those free replays.
+is($l->{requests}{leadlex} - $l->{idempotent_replays}, $n, 'one LeadLex request per key (besides free idempotent replays)');
 is(scalar(grep { $_ != 1 } values %{ $l->{charged_inputs}{leadlex} }), 0, 'no domain charged twice');
 is($l->{by_status}{leadlex}{409}, $nomatch, 'the no-match domains answered 409');
 is($l->{charged}{slintel}{sl_test_key}, $nleads - $nlead_nomatch, 'Slintel charged for the matching leads');
