@@ -341,7 +341,7 @@ extern int64 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPaus
 extern void enrich_rate_release(EnrichKind kind);
 extern int	enrich_rate_quota(EnrichKind kind, TimestampTz *more_at);
 extern void enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t,
-								const EnrichOutcome *out);
+								const EnrichOutcome *out, bool worker);
 extern void enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until);
 extern void enrich_unpause(EnrichKind kind, EnrichPause reason);
 extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);

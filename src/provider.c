@@ -557,7 +557,7 @@ enrich_job_finish_try(EnrichJob *job)
 
 	job->active = false;
 	enrich_classify(job, &out);
-	enrich_rate_observe(job->kind, &job->xfer, &out);
+	enrich_rate_observe(job->kind, &job->xfer, &out, job->honour_pauses);
 	enrich_stats_outcome(job->kind, &out, job->xfer.elapsed);
 	enrich_http_release(&job->xfer);
 	if (job->counted)

@@ -405,9 +405,12 @@ enrich_paused(EnrichKind kind, TimestampTz *until)
  * when it is paid again); a refused key for five minutes or until the
  * settings are reloaded.  The header values are kept for the views.  Done
  * as each answer arrives, so that no further request goes out meanwhile.
+ * The credit and key pauses hold the worker back; only its own answers
+ * set them (a synchronous caller gets its error and may try again).
  */
 void
-enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcome *out)
+enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcome *out,
+					bool worker)
 {
 	EnrichProviderShared *p;
 	TimestampTz now = GetCurrentTimestamp();
@@ -440,9 +443,9 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 		return;
 	}
 	p->rate_strikes = 0;
-	if (out->kind == OUTCOME_NO_CREDITS && out->http_status == 402)
+	if (out->kind == OUTCOME_NO_CREDITS && out->http_status == 402 && worker)
 		enrich_pause(kind, PAUSE_CREDITS, TimestampTzPlusMilliseconds(now, ENRICH_CREDIT_PROBE_MS));
-	else if (out->kind == OUTCOME_AUTH)
+	else if (out->kind == OUTCOME_AUTH && worker)
 		enrich_pause(kind, PAUSE_AUTH, TimestampTzPlusMilliseconds(now, ENRICH_AUTH_PAUSE_MS));
 	else if (t->rl_remaining == 0 && reset_at > now)
 		enrich_pause(kind, PAUSE_RATE, reset_at);

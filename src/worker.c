@@ -891,6 +891,14 @@ enrich_worker_main(Datum arg)
 		/* finished requests make room for held ones before any writing */
 		ndone = collect();
 		start_due();
+		if (ndone > 0 && enrich_http_active() > 0)
+		{
+			/* answers already in the sockets are safer spooled now */
+			if (enrich_http_wait(0))
+				woken = true;
+			ndone = collect();
+			start_due();
+		}
 		writes = write_due(ndone, now);
 		if (house || writes || claim_urgent())
 		{

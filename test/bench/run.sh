@@ -364,7 +364,20 @@ bench_worker() {
     say "  idle again: RssAnon $c_anon kB, Private_Dirty $c_pd kB"
     say "  the $nin requests in flight use $conn connection(s), $h2 HTTP/2 session(s)"
     say "  per request in flight: RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB, Private_Dirty $(calc "($b_pd - $a_pd) / $nin" %.1f) kB"
-    row "worker private memory per request in flight ($nin in flight)" "$(calc "($b_pd - $a_pd) / $nin" %.1f) kB" "idle $a_pd kB private dirty" "" "≤ 10 kB" "RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB/request; $conn TLS connection(s)"
+    # the baseline: libcurl alone making the same requests, same latency
+    local base_kb=0 out
+    if cc -O2 -o "$WORK/curl_inflight" "$BENCH/curl_inflight.c" $(pkg-config --cflags --libs libcurl) 2>"$WORK/cc.log"; then
+      set_latency 2000
+      out=$("$WORK/curl_inflight" "https://127.0.0.1:$EMU_HTTPS/functions/v1/api-gateway/v1/enrich/company" "$EMU_CA" "$nin") ||
+        fail "curl_inflight: $out"
+      set_latency 0
+      base_kb=$(sed -n 's/.*bytes_per_request=\([0-9]*\).*/\1/p' <<<"$out")
+      base_kb=$(calc "${base_kb:-0} / 1024" %.1f)
+      say "  libcurl alone, the same $nin requests in flight: $base_kb kB/request ($out)"
+    else
+      fail "building test/bench/curl_inflight.c: $(cat "$WORK/cc.log")"
+    fi
+    row "worker private memory per request in flight ($nin in flight)" "$(calc "($b_pd - $a_pd) / $nin" %.1f) kB" "$base_kb kB libcurl alone" "$(calc "$base_kb > 0 ? ($b_pd - $a_pd) / $nin / $base_kb : 0" %.2f)" "≤ 10 kB" "RssAnon $(calc "($b_anon - $a_anon) / $nin" %.1f) kB/request; $conn TLS connection(s); worker warmed up at concurrency 1"
   fi
 
   say

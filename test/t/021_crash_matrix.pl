@@ -20,6 +20,9 @@
 #                rows written but not committed;
 #   random       no check: a kill at a random moment under latency and
 #                jitter.
+# Then Slintel, which has no idempotency: the worker is killed with answers
+# in but not committed (a lock on enrich.leads); the answers it had read
+# (found in its spool at the kill) must never be bought again.
 # Set ENRICH_CRASH_SEED to replay a run.
 use strict;
 use warnings;
@@ -179,6 +182,58 @@ SELECT count(*) FILTER (WHERE status = 'done') >= 10 AND count(*) FILTER (WHERE 
 	finish_round($name, $prefix, $n);
 	$total += $n;
 }
+
+# Slintel charges every answer and has no idempotency: an answer that had
+# arrived but was not committed when the worker died must come back from
+# the worker's spool, not from a second request.  (An answer the provider
+# had sent but the worker had not read yet is bought again: no client can
+# avoid that.  So the test reads the spool at the kill: each lead found
+# there must be charged exactly once in the end.)
+my $leads = 0;
+my %spooled;
+my $spool_dir = $node->data_dir . '/pg_enrich';
+for my $round (1 .. 4)
+{
+	my $n = 3 + int(rand(8));
+	my $name = "slintel round $round ($n leads)";
+	my $pid = live_worker();
+	my $locker = $node->background_psql('postgres', on_error_stop => 0);
+	emu_control({ latency_ms => 50, latency_jitter_ms => 0 });
+	$locker->query_safe('BEGIN; LOCK TABLE enrich.leads IN EXCLUSIVE MODE;');
+	$node->safe_psql('postgres', join(' ', map { "SELECT enrich.enqueue_lead('linkedin.com/in/crash-lead-$round-$_');" } 1 .. $n));
+	ok(worker_waits_on('enrich.leads'), "$name: the write-back blocks on the cache");
+	my $in_spool = 0;
+	for my $file (glob("$spool_dir/worker-$pid-*"))
+	{
+		open(my $fh, '<', $file) or next;
+		while (my $line = <$fh>)
+		{
+			next unless $line =~ m{"key": "https://www\.linkedin\.com/in/(crash-lead-[^"]+)"};
+			$spooled{$1} = 1;
+			$in_spool++;
+		}
+		close $fh;
+	}
+	cmp_ok($in_spool, '>', 0, "$name: answers in, spooled, not committed");
+	kill_worker($name, $pid);
+	eval { $locker->quit };
+	ok(poll_until($node, qq{
+SELECT count(*) FILTER (WHERE status = 'done') = $n FROM enrich.queue WHERE key LIKE 'https://www.linkedin.com/in/crash-lead-$round-%'},
+			't', 90), "$name: all $n items done after the restart");
+	$leads += $n;
+}
+my $ll = emu_ledger();
+my @lead_keys = grep { /^crash-lead-/ } keys %{ $ll->{charged_inputs}{slintel} };
+is(scalar(@lead_keys), $leads, 'every lead charged');
+is(scalar(grep { $ll->{charged_inputs}{slintel}{$_} != 1 } keys %spooled), 0,
+	'no spooled Slintel answer bought again: it came back from the spool')
+  or diag 'charged twice: ' . join(' ', grep { $ll->{charged_inputs}{slintel}{$_} != 1 } keys %spooled);
+is(scalar(grep { $ll->{charged_inputs}{slintel}{$_} > 2 } @lead_keys), 0,
+	'and none that was still on its way bought more than once again');
+note sprintf('%d leads, %d of them spooled at a kill, %d bought again (answer sent, not yet read)',
+	$leads, scalar(keys %spooled), scalar(grep { $ll->{charged_inputs}{slintel}{$_} > 1 } @lead_keys));
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.leads WHERE linkedin_url LIKE '%crash-lead-%' AND matched}),
+	$leads, 'every lead cached');
 
 ok($node->log_contains(qr/enrich worker queued \d+ interrupted request/),
 	'the worker says it queued interrupted requests again');
