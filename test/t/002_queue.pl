@@ -123,14 +123,23 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.queue WHERE key = 
 
 my $l = emu_ledger();
 is($l->{charged}{leadlex}{wbk_test_key}, $n - $nomatch, 'LeadLex credits charged on the ledger = matching domains');
-# One request per key, and one more for each retry the queue records: a
-# transport failure after the request reached LeadLex (a GOAWAY tearing an
-# HTTP/2 session down under load, which libcurl 7.88 reports as a failed
-# stream) is retried with the same Idempotency-Key and never charged again.
+# One request per key.  Under load the HTTP/2 server sometimes tears its
+# session down (a GOAWAY: nghttp2's rapid-reset guard counts the stream
+# resets libcurl 7.88 sends), and a request it had received is sent again:
+# by the worker (a retry the queue records) or by libcurl itself (a
+# refused stream), always with the item's Idempotency-Key, so LeadLex
+# replays it for free.  Every extra request must be one of those, and rare;
+# the charges are exact (below).
 my $retries = $node->safe_psql('postgres', q{
 SELECT coalesce(sum(attempts - 1), 0) FROM enrich.queue WHERE kind = 'company' AND key NOT LIKE 'wake-%'});
-is($l->{requests}{leadlex}, $n + $retries, 'one LeadLex request per key, plus one per recorded retry');
-cmp_ok($retries, '<=', $n / 100, 'retries are rare');
+my $answered = 0;
+$answered += $_ for values %{ $l->{by_status}{leadlex} };
+my $extra = $answered - $n;
+note sprintf('LeadLex requests answered beyond one per key: %d (%d received; %d recorded retries, %d free replays)',
+	$extra, $l->{requests}{leadlex}, $retries, $l->{idempotent_replays});
+cmp_ok($extra, '>=', 0, 'every key answered');
+cmp_ok($extra, '<=', $retries + $l->{idempotent_replays}, 'every further answer a recorded retry or a free replay');
+cmp_ok($l->{requests}{leadlex} - $n, '<=', $n / 100, 'and few requests beyond one per key');
 is(scalar(grep { $_ != 1 } values %{ $l->{charged_inputs}{leadlex} }), 0, 'no domain charged twice');
 is($l->{by_status}{leadlex}{409}, $nomatch, 'the no-match domains answered 409');
 is($l->{charged}{slintel}{sl_test_key}, $nleads - $nlead_nomatch, 'Slintel charged for the matching leads');
