@@ -374,7 +374,8 @@ typedef struct EnrichSpooled
 typedef struct EnrichSpoolBatch
 {
 	int			fd;				/* -1 until the first answer */
-	bool		written;		/* the worker's: a file exists */
+	bool		written;		/* the worker's: answers not yet committed */
+	bool		new_file;		/* the worker's: its name not yet fsync'd */
 	char		path[MAXPGPATH];
 } EnrichSpoolBatch;
 

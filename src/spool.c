@@ -231,29 +231,31 @@ enrich_spool_batch_finish(EnrichSpoolBatch *b, int elevel)
 }
 
 /*
- * The worker's spool: its answers are appended as they arrive (outside any
- * transaction), fsync'd before the transaction that writes them commits,
- * and removed after it.  A file left behind by a worker that died is taken
- * in by the next one, so that no answer is bought again after a crash
- * (Slintel charges every repeat).  The file is not tied to a transaction,
- * so it is opened directly and counted with AcquireExternalFD.
+ * The worker's spool: one file for the worker's lifetime, named by its pid
+ * and start time.  Answers are appended as they arrive (outside any
+ * transaction), made durable before the transaction that writes them
+ * commits, and the file is emptied after that commit.  A file left by a
+ * worker that died is taken in by the next one, so that no answer is
+ * bought again after a crash (Slintel charges every repeat).  The file is
+ * not tied to a transaction, so it is opened directly and counted with
+ * AcquireExternalFD.
  */
 void
 enrich_spool_worker_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
 						   const EnrichOutcome *out, TimestampTz fetched_at)
 {
-	static uint32 counter = 0;
 	StringInfoData buf;
 
 	if (b->fd < 0)
 	{
 		spool_ensure_dir();
-		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/worker-%d-%u", MyProcPid, ++counter);
+		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/worker-%d-" INT64_FORMAT,
+				 MyProcPid, (int64) MyStartTimestamp);
 		if (!AcquireExternalFD())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
 					 errmsg("no file descriptor left for \"%s\"", b->path)));
-		b->fd = open(b->path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY, pg_file_create_mode);
+		b->fd = open(b->path, O_WRONLY | O_CREAT | O_APPEND | PG_BINARY, pg_file_create_mode);
 		if (b->fd < 0)
 		{
 			ReleaseExternalFD();
@@ -261,6 +263,7 @@ enrich_spool_worker_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key
 					(errcode_for_file_access(),
 					 errmsg("could not create file \"%s\": %m", b->path)));
 		}
+		b->new_file = true;
 	}
 	initStringInfo(&buf);
 	spool_record(&buf, InvalidFullTransactionId, kind, key, out, fetched_at);
@@ -273,39 +276,38 @@ enrich_spool_worker_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key
 	b->written = true;
 }
 
-/* Makes the worker's spooled answers durable and closes the file. */
+/* Makes the worker's spooled answers durable. */
 void
 enrich_spool_worker_sync(EnrichSpoolBatch *b)
 {
-	int			fd = b->fd;
-
-	if (fd < 0)
+	if (!b->written)
 		return;
-	b->fd = -1;
-	if (pg_fsync(fd) != 0)
-	{
-		close(fd);
-		ReleaseExternalFD();
+	if (pg_fdatasync(b->fd) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not fsync file \"%s\": %m", b->path)));
+	/* the file's name is durable once */
+	if (b->new_file)
+	{
+		fsync_fname_ext(SPOOL_DIR, true, false, ERROR);
+		b->new_file = false;
 	}
-	close(fd);
-	ReleaseExternalFD();
-	fsync_fname_ext(SPOOL_DIR, true, false, ERROR);
 }
 
-/* Removes the worker's spool file once its answers have committed. */
+/*
+ * Empties the worker's spool once its answers have committed.  If the
+ * emptying is lost to a crash, the next worker takes the answers in again,
+ * which changes nothing (the cache keeps the newer of two answers).
+ */
 void
 enrich_spool_worker_remove(EnrichSpoolBatch *b)
 {
 	if (!b->written)
 		return;
-	enrich_spool_worker_sync(b);
-	if (unlink(b->path) != 0 && errno != ENOENT)
+	if (ftruncate(b->fd, 0) != 0)
 		ereport(WARNING,
 				(errcode_for_file_access(),
-				 errmsg("could not remove file \"%s\": %m", b->path)));
+				 errmsg("could not truncate file \"%s\": %m", b->path)));
 	b->written = false;
 }
 
@@ -470,10 +472,10 @@ enrich_spool_ingest_all(void)
 	DIR		   *dir;
 	struct dirent *de;
 	int			n = 0;
-	char		own[32];
+	char		own[64];
 
-	/* the files this worker is writing are its own business */
-	snprintf(own, sizeof(own), "worker-%d", MyProcPid);
+	/* the file this worker is writing is its own business */
+	snprintf(own, sizeof(own), "worker-%d-" INT64_FORMAT, MyProcPid, (int64) MyStartTimestamp);
 	dir = AllocateDir(SPOOL_DIR);
 	if (dir == NULL && errno == ENOENT)
 		return 0;
@@ -484,8 +486,7 @@ enrich_spool_ingest_all(void)
 		char	   *data;
 
 		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL ||
-			strcmp(de->d_name, own) == 0 ||
-			(strncmp(de->d_name, own, strlen(own)) == 0 && de->d_name[strlen(own)] == '-'))
+			strcmp(de->d_name, own) == 0)
 			continue;
 		snprintf(path, MAXPGPATH, SPOOL_DIR "/%s", de->d_name);
 		data = spool_read_file(path, &len);

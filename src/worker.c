@@ -597,7 +597,7 @@ claim_urgent(void)
 
 /*
  * Whether the finished slots should be written now: when nothing else is
- * in flight, when an eighth of the concurrency is waiting, or when the
+ * in flight, when a quarter of the concurrency is waiting, or when the
  * oldest has waited WRITE_DELAY_MS.
  */
 static bool
@@ -606,7 +606,7 @@ write_due(int ndone, TimestampTz now)
 	if (ndone == 0)
 		return false;
 	return enrich_http_active() == 0 ||
-		ndone >= Max(enrich_http_concurrency() / 8, 1) ||
+		ndone >= Max(enrich_http_concurrency() / 4, 1) ||
 		now >= TimestampTzPlusMilliseconds(first_done_at, WRITE_DELAY_MS);
 }
 
