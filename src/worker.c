@@ -773,10 +773,10 @@ collect(void)
 		MemoryContext old = MemoryContextSwitchTo(s->cxt);
 
 		enrich_job_finish_try(j);
-		MemoryContextSwitchTo(old);
 		/* paid for: on disk before anything can lose it */
 		if (j->finished && (j->out.kind == OUTCOME_MATCH || j->out.kind == OUTCOME_NO_MATCH))
 			enrich_spool_worker_append(&spool, j->kind, j->key, &j->out, j->fetched_at);
+		MemoryContextSwitchTo(old);
 		/* a try to be retried goes back to the queue with its backoff */
 		s->done = true;
 		if (first_done_at == 0)
