@@ -18,6 +18,9 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 bash "$ROOT/scripts/deps.sh" || exit 1
+# the fuzz targets and the ASan run build against the installation this
+# run started with, not the private copy that build_install may put first
+START_PATH=$PATH
 build_install || exit 1
 # the sanitized build of scripts/test-asan.sh: the server preloads ASan
 if [ -n "${ENRICH_ASAN_LOGS:-}" ]; then
@@ -51,7 +54,7 @@ bash "$ROOT/test/provider/selftest.sh"
 record "emulator self-test" $?
 
 echo "== fuzz: ${ENRICH_FUZZ_SECONDS:-20} s per target (test/fuzz/run.sh)"
-bash "$ROOT/test/fuzz/run.sh" "${ENRICH_FUZZ_SECONDS:-20}"
+PATH=$START_PATH bash "$ROOT/test/fuzz/run.sh" "${ENRICH_FUZZ_SECONDS:-20}"
 record "fuzz" $?
 fi
 
@@ -87,7 +90,7 @@ fi
 if [ $FULL -eq 1 ] && [ "${ENRICH_ASAN:-1}" != 0 ]; then
   echo "== AddressSanitizer: pg_regress and TAP again (scripts/test-asan.sh)"
   cleanup
-  bash "$ROOT/scripts/test-asan.sh"
+  PATH=$START_PATH bash "$ROOT/scripts/test-asan.sh"
   record "AddressSanitizer run" $?
 fi
 
