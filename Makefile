@@ -10,6 +10,7 @@ OBJS = \
 	src/enrich.o \
 	src/guc.o \
 	src/normalize.o \
+	src/response.o \
 	src/http.o \
 	src/provider.o \
 	src/leadlex.o \
@@ -36,7 +37,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every object depends on the private header
-$(OBJS): src/enrich.h
+$(OBJS): src/enrich.h src/normalize.h src/response.h
 
 # the fresh install script of the current version: every release in order
 enrich--0.2.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what enrich needs to build and test on Debian 12, if missing.
+# Installs what enrich needs to build and test on Debian 12, if missing
+# (clang and its sanitizer runtimes for the fuzz targets in test/fuzz).
 set -euo pipefail
 
 pkgs=(build-essential pkg-config ca-certificates curl openssl perl
       postgresql-15 postgresql-server-dev-15 postgresql-contrib
       libcurl4-openssl-dev libpsl-dev libidn2-dev publicsuffix
-      libipc-run-perl postgresql-15-cron nodejs)
+      libipc-run-perl postgresql-15-cron nodejs
+      clang libclang-rt-14-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

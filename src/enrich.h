@@ -23,6 +23,9 @@
 #include "storage/lwlock.h"
 #include "utils/jsonb.h"
 
+#include "normalize.h"
+#include "response.h"
+
 #define ENRICH_VERSION "0.2.0"
 #define ENRICH_USER_AGENT "enrich/" ENRICH_VERSION " (PostgreSQL extension)"
 
@@ -46,9 +49,6 @@ typedef enum EnrichKind
 #define ERRCODE_ENRICH_BAD_RESPONSE	MAKE_SQLSTATE('3','8','R','0','5')
 #define ERRCODE_ENRICH_TOO_LARGE	MAKE_SQLSTATE('3','8','R','0','6')
 #define ERRCODE_ENRICH_REJECTED		MAKE_SQLSTATE('3','8','R','0','7')
-
-/* Responses nested deeper than this are refused before parsing. */
-#define ENRICH_MAX_JSON_DEPTH 512
 
 /* ---- guc.c ---- */
 extern char *enrich_leadlex_url;
@@ -74,9 +74,7 @@ extern const char *enrich_kind_name(EnrichKind kind);
 extern const char *enrich_provider_name(EnrichKind kind);
 extern bool enrich_kind_from_name(const char *name, EnrichKind *kind);
 
-/* ---- normalize.c ---- */
-extern char *enrich_normalize_domain_str(const char *input, const char **reason);
-extern char *enrich_normalize_linkedin_str(const char *input, const char **reason);
+/* ---- normalize.c (and normalize.h) ---- */
 extern char *enrich_normalize_key(EnrichKind kind, const char *input,
 								  const char **reason);
 extern char *enrich_normalize_text(EnrichKind kind, text *arg, char **input,
@@ -202,6 +200,9 @@ extern void enrich_classify(EnrichJob *job, EnrichOutcome *out);
 extern bool enrich_outcome_retryable(const EnrichOutcome *out);
 extern int64 enrich_backoff_ms(int attempt);
 extern void enrich_report_outcome(EnrichKind kind, const EnrichOutcome *out) pg_attribute_noreturn();
+extern Jsonb *enrich_parse_response(const char *body, size_t len,
+									EnrichResponseShape shape, bool *no_match,
+									const char **why);
 extern Jsonb *enrich_parse_json(const char *body, size_t len, const char **why);
 extern Jsonb *enrich_jsonb_get(Jsonb *jb, const char *field);
 extern char *enrich_jsonb_get_text(Jsonb *jb, const char *field);

@@ -26,6 +26,7 @@
 #include "postgres.h"
 
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "miscadmin.h"
@@ -299,81 +300,46 @@ write_cb(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* Copies a header value, trimmed, into a fixed buffer. */
-static void
-copy_header_value(const char *v, size_t len, char *dst, size_t dstlen)
-{
-	while (len > 0 && (*v == ' ' || *v == '\t'))
-		v++, len--;
-	while (len > 0 && (v[len - 1] == '\r' || v[len - 1] == '\n' ||
-					   v[len - 1] == ' ' || v[len - 1] == '\t'))
-		len--;
-	if (len >= dstlen)
-		len = dstlen - 1;
-	memcpy(dst, v, len);
-	dst[len] = '\0';
-}
-
-/* Parses a non-negative decimal header value; -1 when absent or garbage. */
-static int64
-header_int(const char *v, size_t len)
-{
-	char		buf[32];
-	char	   *end;
-	long long	val;
-
-	copy_header_value(v, len, buf, sizeof(buf));
-	if (buf[0] < '0' || buf[0] > '9')
-		return -1;
-	errno = 0;
-	val = strtoll(buf, &end, 10);
-	if (errno != 0 || (*end != '\0' && *end != '.') || val < 0)
-		return -1;
-	return (int64) val;
-}
-
-/* Header names we read, matched case-insensitively. */
-static bool
-header_is(const char *line, size_t len, const char *name, const char **value,
-		  size_t *vlen)
-{
-	size_t		nlen = strlen(name);
-
-	if (len <= nlen || line[nlen] != ':' || pg_strncasecmp(line, name, nlen) != 0)
-		return false;
-	*value = line + nlen + 1;
-	*vlen = len - nlen - 1;
-	return true;
-}
-
-/* Picks out request id, rate-limit and Retry-After headers. */
+/*
+ * Picks out request id, content type, rate-limit and Retry-After headers;
+ * enrich_header_parse() (response.c) reads them without ever throwing.
+ */
 static size_t
 header_cb(char *line, size_t size, size_t nmemb, void *arg)
 {
 	EnrichTransfer *t = (EnrichTransfer *) arg;
 	size_t		len = size * nmemb;
-	const char *v;
-	size_t		vlen;
+	EnrichHeader h;
 
-	/* a new status line (after 100-continue or a retry) starts afresh */
-	if (len > 5 && strncmp(line, "HTTP/", 5) == 0)
+	switch (enrich_header_parse(line, len, (int64) time(NULL), &h))
 	{
-		t->request_id[0] = '\0';
-		t->content_type[0] = '\0';
-		t->rl_limit = t->rl_remaining = t->rl_reset = t->retry_after = -1;
+		case ENRICH_HEADER_STATUS:
+			/* a new status line (after 100-continue or a retry) starts afresh */
+			t->request_id[0] = '\0';
+			t->content_type[0] = '\0';
+			t->rl_limit = t->rl_remaining = t->rl_reset = t->retry_after = -1;
+			break;
+		case ENRICH_HEADER_REQUEST_ID:
+			strlcpy(t->request_id, h.text, sizeof(t->request_id));
+			break;
+		case ENRICH_HEADER_CONTENT_TYPE:
+			strlcpy(t->content_type, h.text, sizeof(t->content_type));
+			break;
+		case ENRICH_HEADER_RL_LIMIT:
+			t->rl_limit = h.number;
+			break;
+		case ENRICH_HEADER_RL_REMAINING:
+			t->rl_remaining = h.number;
+			break;
+		case ENRICH_HEADER_RL_RESET:
+			t->rl_reset = h.number;
+			break;
+		case ENRICH_HEADER_RETRY_AFTER:
+			t->retry_after = h.number;
+			break;
+		case ENRICH_HEADER_OTHER:
+			break;
 	}
-	else if (header_is(line, len, "x-request-id", &v, &vlen))
-		copy_header_value(v, vlen, t->request_id, sizeof(t->request_id));
-	else if (header_is(line, len, "content-type", &v, &vlen))
-		copy_header_value(v, vlen, t->content_type, sizeof(t->content_type));
-	else if (header_is(line, len, "x-ratelimit-limit", &v, &vlen))
-		t->rl_limit = header_int(v, vlen);
-	else if (header_is(line, len, "x-ratelimit-remaining", &v, &vlen))
-		t->rl_remaining = header_int(v, vlen);
-	else if (header_is(line, len, "x-ratelimit-reset", &v, &vlen))
-		t->rl_reset = header_int(v, vlen);
-	else if (header_is(line, len, "retry-after", &v, &vlen))
-		t->retry_after = header_int(v, vlen);
 	return len;
 }
 

@@ -67,7 +67,10 @@ bad_shape(EnrichOutcome *out, const char *why)
 	out->detail = psprintf("%s.", why);
 }
 
-/* Parses a 200 answer: data.company is the result, the rest metadata. */
+/*
+ * Parses a 200 answer: data.company is the result, the rest metadata.
+ * enrich_parse_response() has checked that both are objects.
+ */
 void
 enrich_leadlex_parse(EnrichJob *job, EnrichOutcome *out)
 {
@@ -78,22 +81,18 @@ enrich_leadlex_parse(EnrichJob *job, EnrichOutcome *out)
 	Jsonb	   *company;
 	char	   *s;
 
-	jb = enrich_parse_json(t->body, t->body_len, &why);
+	jb = enrich_parse_response(t->body, t->body_len, RESPONSE_LEADLEX, NULL, &why);
 	if (jb == NULL)
 	{
 		bad_shape(out, why);
 		return;
 	}
 	data = enrich_jsonb_get(jb, "data");
-	if (data == NULL || !JB_ROOT_IS_OBJECT(data) || JB_ROOT_IS_SCALAR(data))
-	{
-		bad_shape(out, "the member \"data\" is missing or not an object");
-		return;
-	}
 	company = enrich_jsonb_get(data, "company");
-	if (company == NULL || !JB_ROOT_IS_OBJECT(company) || JB_ROOT_IS_SCALAR(company))
+	if (company == NULL)
 	{
-		bad_shape(out, "the member \"data.company\" is missing or not an object");
+		/* cannot happen; but never an ERROR for an answer paid for */
+		bad_shape(out, "the member \"data.company\" could not be read");
 		return;
 	}
 	out->kind = OUTCOME_MATCH;

@@ -16,8 +16,9 @@
  * and go on.  In the rare case that an input cannot be checked at all (out
  * of memory, no Public Suffix List) the phrase starts with "cannot be
  * checked": that is not the input's fault.  They expect UTF-8 (the SQL
- * functions convert from the server encoding first) and use palloc only, so
- * they can also be driven from a plain C harness.  Objects allocated by the
+ * functions convert from the server encoding first) and use palloc only;
+ * built with FRONTEND defined, this file leaves out the SQL functions and
+ * is driven by the fuzz harness in test/fuzz.  Objects allocated by the
  * libraries with malloc are copied into palloc'd memory without throwing
  * and freed before returning; nothing here can ereport while holding one.
  *
@@ -66,21 +67,31 @@
  *
  *-------------------------------------------------------------------------
  */
+#ifndef FRONTEND
 #include "postgres.h"
-
-#include "fmgr.h"
-#include "mb/pg_wchar.h"
-#include "utils/builtins.h"
+#else
+#include "postgres_fe.h"
+#endif
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <libpsl.h>
 #include <idn2.h>
 
+#include "lib/stringinfo.h"
+
+#include "normalize.h"
+
+#ifndef FRONTEND
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+
 #include "enrich.h"
 
 PG_FUNCTION_INFO_V1(normalize_domain);
 PG_FUNCTION_INFO_V1(normalize_linkedin_url);
+#endif
 
 /* Longest input accepted, in bytes, after trimming. */
 #define NORM_MAX_INPUT			2048
@@ -125,6 +136,7 @@ static const char *const R_BAD_PERCENT = "has a malformed percent-encoding";
 static const char *const R_SLUG_CHARS = "has a profile name with control characters, spaces or slashes";
 static const char *const R_SLUG_UTF8 = "has a profile name that is not valid UTF-8";
 static const char *const R_SLUG_DOTS = "has a profile name made of dots only";
+static const char *const R_SLUG_LONG = "has a profile name whose canonical URL is longer than 2048 bytes";
 
 /* The host, user and path of a URL, copied out of libcurl. */
 typedef struct NormUrl
@@ -769,6 +781,7 @@ enrich_normalize_linkedin_str(const char *input, const char **reason)
 	char	   *s;
 	char	   *raw;
 	char	   *slug;
+	char	   *key;
 	size_t		len;
 	NormUrl		url = {0};
 
@@ -793,8 +806,19 @@ enrich_normalize_linkedin_str(const char *input, const char **reason)
 		return norm_invalid(reason, R_BAD_PERCENT);
 	if ((*reason = norm_check_slug(slug, len)) != NULL)
 		return NULL;
-	return norm_profile_url(slug, len);
+	/* the key must be valid input too, and %XX makes it longer */
+	key = norm_profile_url(slug, len);
+	if (strlen(key) > NORM_MAX_INPUT)
+		return norm_invalid(reason, R_SLUG_LONG);
+	return key;
 }
+
+#ifndef FRONTEND
+
+/*
+ * What follows needs the backend: the SQL functions and the errors they
+ * raise.  Everything above also builds in the fuzz harness (test/fuzz).
+ */
 
 /* Normalises the key of either kind of enrichment; see the two above. */
 char *
@@ -935,3 +959,5 @@ normalize_linkedin_url(PG_FUNCTION_ARGS)
 		enrich_report_invalid(ENRICH_LEAD, input, reason);
 	PG_RETURN_TEXT_P(cstring_to_text(result));
 }
+
+#endif							/* !FRONTEND */

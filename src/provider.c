@@ -19,13 +19,13 @@
 #include "common/cryptohash.h"
 #include "common/hashfn.h"
 #include "common/sha2.h"
-#include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "enrich.h"
@@ -129,82 +129,41 @@ enrich_backoff_ms(int attempt)
 	return cap / 2 + (int64) (r % (uint32) (cap / 2 + 1));
 }
 
-/* Counts the deepest nesting of arrays and objects, outside strings. */
-static int
-json_depth(const char *s, size_t len)
+/*
+ * Turns a response body into jsonb without ever throwing for bad input.
+ * enrich_response_check() (response.c) first refuses, with a reason, what
+ * jsonb_in would raise an ERROR for and what lacks the shape asked for;
+ * its parse runs in a memory context of its own, since the JSON parser
+ * leaves garbage behind when it stops at an error.  Returns NULL with *why
+ * set for a refused body, and NULL with *no_match set (when no_match is
+ * not NULL) for a Slintel answer without data.  body[len] must be '\0'.
+ */
+Jsonb *
+enrich_parse_response(const char *body, size_t len, EnrichResponseShape shape,
+					  bool *no_match, const char **why)
 {
-	int			depth = 0;
-	int			maxdepth = 0;
-	bool		instr = false;
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "enrich response check",
+											  ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		empty;
 
-	for (size_t i = 0; i < len; i++)
-	{
-		char		c = s[i];
-
-		if (instr)
-		{
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				instr = false;
-		}
-		else if (c == '"')
-			instr = true;
-		else if (c == '[' || c == '{')
-		{
-			if (++depth > maxdepth)
-				maxdepth = depth;
-		}
-		else if (c == ']' || c == '}')
-			depth--;
-	}
-	return maxdepth;
+	*why = enrich_response_check(body, len, GetDatabaseEncoding(), shape, &empty);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	if (no_match != NULL)
+		*no_match = empty;
+	if (*why != NULL || empty)
+		return NULL;
+	/* UTF-8 for a UTF-8 database, else ASCII only: no conversion needed */
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
 }
 
-/*
- * Turns a response body into jsonb without ever throwing for bad input:
- * returns NULL and says why for invalid UTF-8, NUL bytes, nesting past
- * ENRICH_MAX_JSON_DEPTH or anything PostgreSQL's JSON parser rejects
- * (including \u0000, which jsonb cannot store).
- */
+/* enrich_parse_response() for any JSON: error bodies, spool files. */
 Jsonb *
 enrich_parse_json(const char *body, size_t len, const char **why)
 {
-	JsonLexContext *lex;
-	JsonParseErrorType perr;
-
-	if (body == NULL || len == 0)
-	{
-		*why = "the response body is empty";
-		return NULL;
-	}
-	if (memchr(body, '\0', len) != NULL)
-	{
-		*why = "the response contains a NUL byte";
-		return NULL;
-	}
-	if (!pg_verify_mbstr(PG_UTF8, body, (int) len, true))
-	{
-		*why = "the response is not valid UTF-8";
-		return NULL;
-	}
-	if (json_depth(body, len) > ENRICH_MAX_JSON_DEPTH)
-	{
-		*why = "the response nests JSON deeper than allowed";
-		return NULL;
-	}
-	lex = makeJsonLexContextCstringLen((char *) body, (int) len, PG_UTF8, true);
-	perr = pg_parse_json(lex, &nullSemAction);
-	if (perr != JSON_SUCCESS)
-	{
-		*why = (perr == JSON_UNICODE_CODE_POINT_ZERO)
-			? "the response contains \\u0000, which jsonb cannot store"
-			: "the response is not valid JSON";
-		return NULL;
-	}
-	if (GetDatabaseEncoding() != PG_UTF8)
-		body = pg_any_to_server(body, (int) len, PG_UTF8);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
+	return enrich_parse_response(body, len, RESPONSE_ANY_JSON, NULL, why);
 }
 
 /* Returns the member `field` of a jsonb object, or NULL. */
@@ -268,8 +227,14 @@ provider_error_code(EnrichTransfer *t)
 	code = err ? enrich_jsonb_get_text(err, "code") : NULL;
 	if (code == NULL)
 		code = enrich_jsonb_get_text(jb, "code");
-	if (code && strlen(code) > 64)
+	if (code == NULL)
+		return NULL;
+	/* it goes into messages and last_error: short printable ASCII only */
+	if (strlen(code) > 64)
 		code[64] = '\0';
+	for (char *c = code; *c; c++)
+		if ((unsigned char) *c < 0x20 || (unsigned char) *c >= 0x7F)
+			*c = '?';
 	return code;
 }
 

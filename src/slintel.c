@@ -55,42 +55,29 @@ bad_shape(EnrichOutcome *out, const char *why)
 	out->detail = psprintf("%s.", why);
 }
 
-/* Whether a jsonb value is null, {} or []. */
-static bool
-jsonb_is_empty(Jsonb *jb)
-{
-	JsonbValue	v;
-
-	if (JB_ROOT_IS_SCALAR(jb))
-		return JsonbExtractScalar(&jb->root, &v) && v.type == jbvNull;
-	return JB_ROOT_COUNT(jb) == 0;
-}
-
-/* Parses a 200 answer: "data" is the lead; null or empty data is no match. */
+/*
+ * Parses a 200 answer: "data" is the lead; null or empty data is no match.
+ * enrich_parse_response() has checked that data is one or the other.
+ */
 void
 enrich_slintel_parse(EnrichJob *job, EnrichOutcome *out)
 {
 	EnrichTransfer *t = &job->xfer;
 	const char *why = NULL;
+	bool		no_match;
 	Jsonb	   *jb;
-	Jsonb	   *data;
 
-	jb = enrich_parse_json(t->body, t->body_len, &why);
-	if (jb == NULL)
-	{
-		bad_shape(out, why);
-		return;
-	}
-	data = enrich_jsonb_get(jb, "data");
-	if (data == NULL)
-		bad_shape(out, "the member \"data\" is missing");
-	else if (jsonb_is_empty(data))
+	jb = enrich_parse_response(t->body, t->body_len, RESPONSE_SLINTEL,
+							   &no_match, &why);
+	if (no_match)
 		out->kind = OUTCOME_NO_MATCH;
-	else if (!JB_ROOT_IS_OBJECT(data) || JB_ROOT_IS_SCALAR(data))
-		bad_shape(out, "the member \"data\" is not an object");
-	else
+	else if (jb == NULL)
+		bad_shape(out, why);
+	else if ((out->result = enrich_jsonb_get(jb, "data")) == NULL)
 	{
-		out->kind = OUTCOME_MATCH;
-		out->result = data;
+		/* cannot happen; but never an ERROR for an answer paid for */
+		bad_shape(out, "the member \"data\" could not be read");
 	}
+	else
+		out->kind = OUTCOME_MATCH;
 }

@@ -1,0 +1,812 @@
+/*-------------------------------------------------------------------------
+ *
+ * response.c
+ *	  Checks a provider's response body before jsonb_in sees it, and parses
+ *	  the response headers enrich reads.
+ *
+ * A response is paid for before it is parsed.  If jsonb_in raised an ERROR
+ * on it, a synchronous caller would see an unexplained error, and the
+ * background worker would restart and pay for the same answer again.  So
+ * enrich_response_check() refuses, with a reason and without throwing,
+ * everything jsonb_in would refuse: empty bodies, NUL bytes, invalid UTF-8,
+ * invalid JSON, \u0000 and unpaired surrogates, numbers that numeric cannot
+ * hold, strings and containers larger than jsonb can store; and, before the
+ * parser runs, nesting deeper than ENRICH_MAX_JSON_DEPTH, so that neither
+ * our recursive-descent parse nor jsonb_in's runs out of stack.  It also
+ * checks the shape that each provider's 200 answer must have, with jsonb's
+ * rule that the last of duplicate keys wins.
+ *
+ * In a database whose encoding is not UTF-8, only ASCII passes (raw or as
+ * \u escapes): converting other characters can fail, and outside a
+ * transaction, where the worker parses, cannot even be attempted.
+ *
+ * Only what PostgreSQL offers frontend programs too is used (the JSON
+ * parser of common/jsonapi.h and the encoding checks of common/wchar.c), so
+ * the fuzz harness in test/fuzz drives this very file without a server.
+ * Memory comes from palloc; the caller runs the check in a short-lived
+ * memory context, because the JSON parser does not free what it allocated
+ * when it stops at an error.
+ *
+ * The header parsing is here for the same reasons: it runs in libcurl's
+ * header callback, which must never throw, on bytes from the network.
+ *
+ * IDENTIFICATION
+ *	  src/response.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef FRONTEND
+#include "postgres.h"
+#else
+#include "postgres_fe.h"
+#endif
+
+#include <limits.h>
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#ifndef FRONTEND
+#include "utils/jsonb.h"
+#endif
+
+#include "response.h"
+
+/*
+ * numeric_in's limits (src/backend/utils/adt/numeric.c, PostgreSQL 15): it
+ * refuses an exponent of INT_MAX / 2 or more either way; a display scale
+ * (digits after the point, less the exponent) above NUMERIC_DSCALE_MAX; and
+ * a weight (the power of NBASE of the first significant digit) that does
+ * not fit the int16 of the stored format.
+ */
+#define NUMERIC_DSCALE_MAX		0x3FFF
+#define NUMERIC_DEC_DIGITS		4	/* decimal digits in one NBASE digit */
+#define NUMERIC_EXPONENT_LIMIT	(INT_MAX / 2)
+
+/*
+ * jsonb's limits (utils/jsonb.h and jsonb_util.c): a string, and the data
+ * of one array or object, at most JENTRY_OFFLENMASK bytes.  jsonb_in also
+ * fails to allocate arrays of 2^24 elements and objects of 2^23 members;
+ * we allow 2^20 of either, far beyond any real answer.
+ */
+#define JSONB_MAX_DATA			0x0FFFFFFF
+#define JSONB_MAX_ITEMS			(1 << 20)
+#define JSONB_JENTRY			4	/* per element, key or value */
+#define JSONB_HEADER			4	/* per container */
+#define JSONB_ALIGN_PAD			3	/* numerics and containers are int-aligned */
+
+#ifndef FRONTEND
+StaticAssertDecl(JSONB_MAX_DATA == JENTRY_OFFLENMASK,
+				 "jsonb's size limit changed");
+#endif
+
+/* Why a body is refused: completes "... cannot be used: ". */
+static const char *const R_EMPTY = "the response body is empty";
+static const char *const R_NUL = "the response contains a NUL byte";
+static const char *const R_UTF8 = "the response is not valid UTF-8";
+static const char *const R_ASCII = "the response has non-ASCII characters, which only a UTF-8 database can store";
+static const char *const R_DEEP = "the response nests JSON deeper than allowed";
+static const char *const R_JSON = "the response is not valid JSON";
+static const char *const R_NUL_ESCAPE = "the response contains \\u0000, which jsonb cannot store";
+static const char *const R_NUMBER = "the response has a number that numeric cannot hold";
+static const char *const R_TOO_BIG = "the response is too large for jsonb";
+static const char *const R_NOT_OBJECT = "the response is not a JSON object";
+static const char *const R_NO_DATA = "the member \"data\" is missing or not an object";
+static const char *const R_NO_COMPANY = "the member \"data.company\" is missing or not an object";
+static const char *const R_DATA_MISSING = "the member \"data\" is missing";
+static const char *const R_DATA_NOT_OBJECT = "the member \"data\" is not an object";
+
+/* What the next value is to the shape check. */
+typedef enum ValueRole
+{
+	ROLE_OTHER = 0,
+	ROLE_DATA,					/* the root's member "data" */
+	ROLE_COMPANY,				/* the member "company" of that */
+} ValueRole;
+
+/* One open array or object (or, at level 0, what holds the root value). */
+typedef struct OpenContainer
+{
+	bool		is_data;		/* the value of the root's "data" */
+	int64		items;			/* elements or members so far */
+	int64		size;			/* upper bound of its jsonb data so far */
+} OpenContainer;
+
+/* What the semantic callbacks keep while the parser walks a body. */
+typedef struct CheckState
+{
+	const char *reason;			/* the first problem found, or NULL */
+	int			depth;			/* arrays and objects open */
+	OpenContainer open[ENRICH_MAX_JSON_DEPTH + 1];
+	ValueRole	role;			/* of the value about to come */
+	JsonTokenType root;			/* type of the top-level value */
+	JsonTokenType data;			/* of the root's last "data", or INVALID */
+	bool		data_empty;		/* that "data" is null, {} or [] */
+	JsonTokenType company;		/* of its last "company", or INVALID */
+} CheckState;
+
+/* Keeps the first reason a body is refused. */
+static void
+check_fail(CheckState *st, const char *reason)
+{
+	if (st->reason == NULL)
+		st->reason = reason;
+}
+
+/* ASCII-only digit test, independent of the locale. */
+static inline bool
+is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* Value of four hex digits at s, or -1. */
+static int
+hex4(const char *s)
+{
+	int			v = 0;
+
+	for (int i = 0; i < 4; i++)
+	{
+		char		c = s[i];
+
+		v <<= 4;
+		if (is_digit(c))
+			v |= c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/*
+ * Scans the body once before parsing: refuses nesting of arrays and objects
+ * deeper than ENRICH_MAX_JSON_DEPTH (outside strings) and, when only ASCII
+ * may pass, other bytes and \u escapes.  The parser stops at the first
+ * error and agrees with this scan on everything before it, so it never
+ * nests deeper, nor meets an escape, that this scan has not seen.
+ */
+static const char *
+prescan(const char *s, size_t len, bool ascii_only)
+{
+	int			depth = 0;
+	bool		instr = false;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (ascii_only && c >= 0x80)
+			return R_ASCII;
+		if (instr)
+		{
+			if (c == '\\')
+			{
+				if (ascii_only && i + 5 < len && s[i + 1] == 'u' &&
+					hex4(s + i + 2) > 0x7F)
+					return R_ASCII;
+				i++;
+			}
+			else if (c == '"')
+				instr = false;
+		}
+		else if (c == '"')
+			instr = true;
+		else if (c == '[' || c == '{')
+		{
+			if (++depth > ENRICH_MAX_JSON_DEPTH)
+				return R_DEEP;
+		}
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return NULL;
+}
+
+/*
+ * Whether numeric_in takes a JSON number (whose syntax the lexer checked),
+ * and if so an upper bound of its size in jsonb.
+ */
+static bool
+number_fits(const char *num, int64 *size)
+{
+	const char *p = num;
+	int64		intdigits = 0;
+	int64		fracdigits = 0;
+	int64		firstsig = -1;	/* index of the first non-zero digit */
+	int64		exponent = 0;
+	bool		negative = false;
+	int64		dscale;
+
+	if (*p == '-')
+		p++;
+	for (; is_digit(*p); p++, intdigits++)
+		if (*p != '0' && firstsig < 0)
+			firstsig = intdigits;
+	if (*p == '.')
+		for (p++; is_digit(*p); p++, fracdigits++)
+			if (*p != '0' && firstsig < 0)
+				firstsig = intdigits + fracdigits;
+	if (*p == 'e' || *p == 'E')
+	{
+		p++;
+		if (*p == '+' || *p == '-')
+			negative = (*p++ == '-');
+		/* saturate like strtol: anything this large is refused below */
+		for (; is_digit(*p); p++)
+			if (exponent < PG_INT32_MAX)
+				exponent = exponent * 10 + (*p - '0');
+		if (negative)
+			exponent = -exponent;
+	}
+	if (exponent >= NUMERIC_EXPONENT_LIMIT || exponent <= -NUMERIC_EXPONENT_LIMIT)
+		return false;
+	dscale = Max(fracdigits - exponent, 0);
+	if (dscale > NUMERIC_DSCALE_MAX)
+		return false;
+	if (firstsig >= 0)
+	{
+		/* decimal weight of the first significant digit, then floor(/4) */
+		int64		dweight = intdigits - 1 - firstsig + exponent;
+		int64		weight = dweight >= 0 ? dweight / NUMERIC_DEC_DIGITS :
+			-((-dweight - 1) / NUMERIC_DEC_DIGITS + 1);
+
+		if (weight > PG_INT16_MAX || weight < PG_INT16_MIN)
+			return false;
+	}
+	/* varlena and numeric headers, and two bytes per four digits */
+	*size = 8 + 2 * ((intdigits + fracdigits) / NUMERIC_DEC_DIGITS + 2);
+	return true;
+}
+
+/* The innermost open container (level 0 holds the root value). */
+static OpenContainer *
+innermost(CheckState *st)
+{
+	return &st->open[Min(st->depth, ENRICH_MAX_JSON_DEPTH)];
+}
+
+/* Adds a value of `bytes` bytes of jsonb data to the innermost container. */
+static void
+add_value(CheckState *st, int64 bytes)
+{
+	OpenContainer *c = innermost(st);
+
+	c->size += JSONB_JENTRY + bytes;
+	if (c->size > JSONB_MAX_DATA)
+		check_fail(st, R_TOO_BIG);
+}
+
+/* Counts an element or member of the innermost container. */
+static void
+add_item(CheckState *st)
+{
+	if (++innermost(st)->items > JSONB_MAX_ITEMS)
+		check_fail(st, R_TOO_BIG);
+}
+
+/* Records the type of a value for the shape check, before it is entered. */
+static void
+value_seen(CheckState *st, JsonTokenType type)
+{
+	if (st->depth == 0)
+		st->root = type;
+	if (st->role == ROLE_DATA)
+	{
+		/* a later "data" replaces an earlier one, as in jsonb */
+		st->data = type;
+		st->data_empty = (type == JSON_TOKEN_NULL);
+		st->company = JSON_TOKEN_INVALID;
+	}
+	else if (st->role == ROLE_COMPANY)
+		st->company = type;
+}
+
+/* Opens an array or object. */
+static void
+container_start(CheckState *st, JsonTokenType type)
+{
+	OpenContainer *c;
+
+	value_seen(st, type);
+	if (++st->depth > ENRICH_MAX_JSON_DEPTH)
+	{
+		/* the prescan makes this impossible */
+		check_fail(st, R_DEEP);
+		return;
+	}
+	c = innermost(st);
+	c->is_data = (st->role == ROLE_DATA);
+	c->items = 0;
+	c->size = JSONB_HEADER;
+	st->role = ROLE_OTHER;
+}
+
+/* Closes an array or object and counts it into the one around it. */
+static void
+container_end(CheckState *st)
+{
+	OpenContainer *c = innermost(st);
+	int64		size = c->size;
+
+	if (st->depth-- > ENRICH_MAX_JSON_DEPTH)
+		return;
+	if (c->is_data)
+		st->data_empty = (c->items == 0);
+	add_value(st, JSONB_ALIGN_PAD + size);
+}
+
+/* json_struct_action for object_start. */
+static void
+cb_object_start(void *state)
+{
+	container_start((CheckState *) state, JSON_TOKEN_OBJECT_START);
+}
+
+/* json_struct_action for array_start. */
+static void
+cb_array_start(void *state)
+{
+	container_start((CheckState *) state, JSON_TOKEN_ARRAY_START);
+}
+
+/* json_struct_action for object_end and array_end. */
+static void
+cb_container_end(void *state)
+{
+	container_end((CheckState *) state);
+}
+
+/* json_aelem_action: an array element is about to come. */
+static void
+cb_array_element_start(void *state, bool isnull)
+{
+	add_item((CheckState *) state);
+}
+
+/* json_ofield_action: counts the member and notes the ones the shape needs. */
+static void
+cb_object_field_start(void *state, char *fname, bool isnull)
+{
+	CheckState *st = (CheckState *) state;
+
+	add_item(st);
+	add_value(st, strlen(fname));
+	st->role = ROLE_OTHER;
+	if (st->depth == 1 && strcmp(fname, "data") == 0)
+		st->role = ROLE_DATA;
+	else if (st->depth == 2 && innermost(st)->is_data &&
+			 strcmp(fname, "company") == 0)
+		st->role = ROLE_COMPANY;
+	pfree(fname);
+}
+
+/* json_scalar_action: checks numbers and sizes. */
+static void
+cb_scalar(void *state, char *token, JsonTokenType type)
+{
+	CheckState *st = (CheckState *) state;
+	int64		bytes = 0;
+
+	value_seen(st, type);
+	st->role = ROLE_OTHER;
+	if (type == JSON_TOKEN_STRING)
+		bytes = strlen(token);
+	else if (type == JSON_TOKEN_NUMBER)
+	{
+		if (!number_fits(token, &bytes))
+			check_fail(st, R_NUMBER);
+		bytes += JSONB_ALIGN_PAD;
+	}
+	add_value(st, bytes);
+	pfree(token);
+}
+
+/* The verdict on the shape of a parsed body; NULL when it fits. */
+static const char *
+shape_verdict(const CheckState *st, EnrichResponseShape shape, bool *no_match)
+{
+	if (shape == RESPONSE_ANY_JSON)
+		return NULL;
+	if (st->root != JSON_TOKEN_OBJECT_START)
+		return R_NOT_OBJECT;
+	if (shape == RESPONSE_LEADLEX)
+	{
+		if (st->data != JSON_TOKEN_OBJECT_START)
+			return R_NO_DATA;
+		if (st->company != JSON_TOKEN_OBJECT_START)
+			return R_NO_COMPANY;
+		return NULL;
+	}
+	if (st->data == JSON_TOKEN_INVALID)
+		return R_DATA_MISSING;
+	if (st->data_empty)
+		*no_match = true;
+	else if (st->data != JSON_TOKEN_OBJECT_START)
+		return R_DATA_NOT_OBJECT;
+	return NULL;
+}
+
+/* Parses a body already found to be UTF-8, shallow and NUL-free. */
+static const char *
+parse_body(const char *body, size_t len, EnrichResponseShape shape,
+		   bool *no_match)
+{
+	CheckState *st = palloc0(sizeof(CheckState));
+	JsonSemAction sem = {0};
+	JsonLexContext *lex;
+	JsonParseErrorType perr;
+	const char *reason;
+
+	st->data = JSON_TOKEN_INVALID;
+	st->company = JSON_TOKEN_INVALID;
+	sem.semstate = st;
+	sem.object_start = cb_object_start;
+	sem.object_end = cb_container_end;
+	sem.array_start = cb_array_start;
+	sem.array_end = cb_container_end;
+	sem.object_field_start = cb_object_field_start;
+	sem.array_element_start = cb_array_element_start;
+	sem.scalar = cb_scalar;
+
+	/* with de-escaped strings: that is where \u0000 is found */
+	lex = makeJsonLexContextCstringLen((char *) body, (int) len, PG_UTF8, true);
+	perr = pg_parse_json(lex, &sem);
+	if (st->reason != NULL)
+		reason = st->reason;
+	else if (perr == JSON_UNICODE_CODE_POINT_ZERO)
+		reason = R_NUL_ESCAPE;
+	else if (perr != JSON_SUCCESS)
+		reason = R_JSON;
+	else
+		reason = shape_verdict(st, shape, no_match);
+	pfree(st);
+	return reason;
+}
+
+/*
+ * Checks a response body for a database of the given encoding.  Returns
+ * NULL when jsonb_in will take it and it has the shape asked for, else why
+ * not (a phrase such as "the response is not valid JSON").  *no_match is
+ * set for a Slintel answer whose "data" is null, {} or [].  Never throws
+ * for bad input.
+ */
+const char *
+enrich_response_check(const char *body, size_t len, int encoding,
+					  EnrichResponseShape shape, bool *no_match)
+{
+	const char *reason;
+
+	*no_match = false;
+	if (body == NULL || len == 0)
+		return R_EMPTY;
+	if (len > (size_t) INT_MAX)
+		return R_TOO_BIG;
+	if (memchr(body, '\0', len) != NULL)
+		return R_NUL;
+	if (pg_encoding_verifymbstr(PG_UTF8, body, (int) len) != (int) len)
+		return R_UTF8;
+	if ((reason = prescan(body, len, encoding != PG_UTF8)) != NULL)
+		return reason;
+	return parse_body(body, len, shape, no_match);
+}
+
+/* Strips optional white space, and the line end, around a header value. */
+static void
+header_trim(const char **v, size_t *len)
+{
+	while (*len > 0 && (**v == ' ' || **v == '\t'))
+		(*v)++, (*len)--;
+	while (*len > 0 && ((*v)[*len - 1] == '\r' || (*v)[*len - 1] == '\n' ||
+						(*v)[*len - 1] == ' ' || (*v)[*len - 1] == '\t'))
+		(*len)--;
+}
+
+/*
+ * Copies a text header value, trimmed and clipped, with every byte outside
+ * printable ASCII replaced by '?': it ends up in error messages and cache
+ * rows, which must hold valid text in any encoding.
+ */
+static void
+header_text(const char *v, size_t len, char *dst, size_t dstlen)
+{
+	header_trim(&v, &len);
+	len = Min(len, dstlen - 1);
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) v[i];
+
+		dst[i] = (c >= 0x20 && c < 0x7F) ? (char) c : '?';
+	}
+	dst[len] = '\0';
+}
+
+/*
+ * A non-negative decimal header value (a fraction is ignored), or -1 when
+ * it is empty, not a number, or above ENRICH_HEADER_MAX_NUMBER.
+ */
+static int64
+header_number(const char *v, size_t len)
+{
+	int64		val = 0;
+	size_t		i = 0;
+
+	header_trim(&v, &len);
+	if (len == 0 || !is_digit(v[0]))
+		return -1;
+	for (; i < len && is_digit(v[i]); i++)
+	{
+		val = val * 10 + (v[i] - '0');
+		if (val > ENRICH_HEADER_MAX_NUMBER)
+			return -1;
+	}
+	if (i < len && v[i] == '.')
+		for (i++; i < len && is_digit(v[i]); i++)
+			;
+	return i == len ? val : -1;
+}
+
+/* A cursor over a header value, for the date parser. */
+typedef struct DateCursor
+{
+	const char *p;
+	const char *end;
+} DateCursor;
+
+/* Consumes the literal lit, ignoring ASCII case; false if it is not there. */
+static bool
+take_literal(DateCursor *c, const char *lit)
+{
+	size_t		n = strlen(lit);
+
+	if ((size_t) (c->end - c->p) < n || pg_strncasecmp(c->p, lit, n) != 0)
+		return false;
+	c->p += n;
+	return true;
+}
+
+/* Consumes exactly n digits; returns their value, or -1. */
+static int
+take_digits(DateCursor *c, int n)
+{
+	int			v = 0;
+
+	if (c->end - c->p < n)
+		return -1;
+	for (int i = 0; i < n; i++)
+	{
+		if (!is_digit(c->p[i]))
+			return -1;
+		v = v * 10 + (c->p[i] - '0');
+	}
+	c->p += n;
+	return v;
+}
+
+/* Consumes one of the words; returns its index, or -1. */
+static int
+take_word(DateCursor *c, const char *const *words, int nwords)
+{
+	for (int i = 0; i < nwords; i++)
+		if (take_literal(c, words[i]))
+			return i;
+	return -1;
+}
+
+static const char *const day_names[] = {
+	"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"
+};
+static const char *const long_day_names[] = {
+	"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"
+};
+static const char *const month_names[] = {
+	"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
+};
+
+/* Consumes "HH:MM:SS"; returns the seconds since midnight, or -1. */
+static int
+take_time(DateCursor *c)
+{
+	int			h = take_digits(c, 2);
+	int			m = (h >= 0 && take_literal(c, ":")) ? take_digits(c, 2) : -1;
+	int			s = (m >= 0 && take_literal(c, ":")) ? take_digits(c, 2) : -1;
+
+	/* 60 is a leap second */
+	if (h < 0 || h > 23 || m < 0 || m > 59 || s < 0 || s > 60)
+		return -1;
+	return h * 3600 + m * 60 + s;
+}
+
+/* Days from 1970-01-01 to the given date (proleptic Gregorian). */
+static int64
+days_from_civil(int64 y, int m, int d)
+{
+	int64		era;
+	int64		yoe;
+	int64		doy;
+
+	y -= (m <= 2);
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+/* Whether day d exists in month m (1-12) of year y. */
+static bool
+valid_day(int y, int m, int d)
+{
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	bool		leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	if (d < 1 || d > mdays[m - 1])
+		return false;
+	return m != 2 || d <= 28 || leap;
+}
+
+/*
+ * The four-digit year of a two-digit RFC 850 year: RFC 9110 reads one that
+ * would be more than 50 years in the future as the century before.
+ */
+static int
+rfc850_year(int yy, int64 now)
+{
+	int			cur = 1970 + (int) (Max(now, 0) / 31556952);	/* near enough */
+	int			y = cur - cur % 100 + yy;
+
+	if (y > cur + 50)
+		y -= 100;
+	else if (y + 100 <= cur + 50)
+		y += 100;
+	return y;
+}
+
+/*
+ * Parses an HTTP-date (RFC 9110 5.6.7) in any of its three formats:
+ * "Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT" and
+ * "Sun Nov  6 08:49:37 1994".  Returns Unix seconds (0 for dates before
+ * 1970), or -1 when the value is none of these.  now (Unix seconds) places
+ * the two-digit years.
+ */
+int64
+enrich_http_date(const char *s, size_t len, int64 now)
+{
+	DateCursor	c;
+	int			y,
+				m,
+				d,
+				secs;
+
+	header_trim(&s, &len);
+	c.p = s;
+	c.end = s + len;
+	if (take_word(&c, long_day_names, 7) >= 0)
+	{
+		/* rfc850-date: day-name-l ", " DD "-" Mon "-" YY SP time " GMT" */
+		d = take_literal(&c, ", ") ? take_digits(&c, 2) : -1;
+		m = (d >= 0 && take_literal(&c, "-")) ? take_word(&c, month_names, 12) : -1;
+		y = (m >= 0 && take_literal(&c, "-")) ? take_digits(&c, 2) : -1;
+		if (y >= 0)
+			y = rfc850_year(y, now);
+		secs = (y >= 0 && take_literal(&c, " ")) ? take_time(&c) : -1;
+		if (secs < 0 || !take_literal(&c, " GMT"))
+			return -1;
+	}
+	else if (take_word(&c, day_names, 7) >= 0 && take_literal(&c, ", "))
+	{
+		/* IMF-fixdate: day-name ", " DD SP Mon SP YYYY SP time " GMT" */
+		d = take_digits(&c, 2);
+		m = (d >= 0 && take_literal(&c, " ")) ? take_word(&c, month_names, 12) : -1;
+		y = (m >= 0 && take_literal(&c, " ")) ? take_digits(&c, 4) : -1;
+		secs = (y >= 0 && take_literal(&c, " ")) ? take_time(&c) : -1;
+		if (secs < 0 || !take_literal(&c, " GMT"))
+			return -1;
+	}
+	else
+	{
+		/* asctime-date: day-name SP Mon SP (DD | SP D) SP time SP YYYY */
+		c.p = s;
+		if (take_word(&c, day_names, 7) < 0 || !take_literal(&c, " "))
+			return -1;
+		m = take_word(&c, month_names, 12);
+		if (m < 0 || !take_literal(&c, " "))
+			return -1;
+		d = take_literal(&c, " ") ? take_digits(&c, 1) : take_digits(&c, 2);
+		secs = (d >= 0 && take_literal(&c, " ")) ? take_time(&c) : -1;
+		y = (secs >= 0 && take_literal(&c, " ")) ? take_digits(&c, 4) : -1;
+		if (y < 0)
+			return -1;
+	}
+	if (c.p != c.end || !valid_day(y, m + 1, d))
+		return -1;
+	return Max(days_from_civil(y, m + 1, d) * 86400 + secs, 0);
+}
+
+/*
+ * Retry-After: delay-seconds, or an HTTP-date turned into the seconds from
+ * now until then (0 when it has passed).  -1 when it is neither.
+ */
+static int64
+header_retry_after(const char *v, size_t len, int64 now)
+{
+	int64		when;
+
+	header_trim(&v, &len);
+	if (len > 0 && is_digit(v[0]))
+		return header_number(v, len);
+	if ((when = enrich_http_date(v, len, now)) < 0)
+		return -1;
+	return Min(Max(when - now, 0), ENRICH_HEADER_MAX_NUMBER);
+}
+
+/*
+ * Whether the header line is the field `name` (matched without regard to
+ * case, and with no space before the colon, as RFC 9110 requires); if so,
+ * *value and *vlen are set to what follows the colon.
+ */
+static bool
+header_is(const char *line, size_t len, const char *name, const char **value,
+		  size_t *vlen)
+{
+	size_t		nlen = strlen(name);
+
+	if (len <= nlen || line[nlen] != ':' || pg_strncasecmp(line, name, nlen) != 0)
+		return false;
+	*value = line + nlen + 1;
+	*vlen = len - nlen - 1;
+	return true;
+}
+
+/*
+ * Parses one response header line as libcurl hands it over (not
+ * NUL-terminated, with its line end) into *h, and returns its kind.  now
+ * (Unix seconds) is the reference for a Retry-After date.  Never throws and
+ * never reads beyond line + len.
+ */
+EnrichHeaderKind
+enrich_header_parse(const char *line, size_t len, int64 now, EnrichHeader *h)
+{
+	const char *v;
+	size_t		vlen;
+
+	h->kind = ENRICH_HEADER_OTHER;
+	h->text[0] = '\0';
+	h->number = -1;
+	if (len > 5 && strncmp(line, "HTTP/", 5) == 0)
+		h->kind = ENRICH_HEADER_STATUS;
+	else if (header_is(line, len, "x-request-id", &v, &vlen))
+	{
+		h->kind = ENRICH_HEADER_REQUEST_ID;
+		header_text(v, vlen, h->text, sizeof(h->text));
+	}
+	else if (header_is(line, len, "content-type", &v, &vlen))
+	{
+		h->kind = ENRICH_HEADER_CONTENT_TYPE;
+		header_text(v, vlen, h->text, sizeof(h->text));
+	}
+	else if (header_is(line, len, "x-ratelimit-limit", &v, &vlen))
+	{
+		h->kind = ENRICH_HEADER_RL_LIMIT;
+		h->number = header_number(v, vlen);
+	}
+	else if (header_is(line, len, "x-ratelimit-remaining", &v, &vlen))
+	{
+		h->kind = ENRICH_HEADER_RL_REMAINING;
+		h->number = header_number(v, vlen);
+	}
+	else if (header_is(line, len, "x-ratelimit-reset", &v, &vlen))
+	{
+		h->kind = ENRICH_HEADER_RL_RESET;
+		h->number = header_number(v, vlen);
+	}
+	else if (header_is(line, len, "retry-after", &v, &vlen))
+	{
+		h->kind = ENRICH_HEADER_RETRY_AFTER;
+		h->number = header_retry_after(v, vlen, now);
+	}
+	return h->kind;
+}
