@@ -141,36 +141,6 @@ timer_cb(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
-/*
- * Connections allowed per host: what the provider that needs most needs.
- * One that multiplexes needs a few, whatever the concurrency (requests
- * beyond their streams wait inside curl); one that does not needs one per
- * request it may have in flight.  0 means no limit.
- */
-static long
-host_connection_cap(void)
-{
-	long		cap = 1;
-
-	if (!enrich_keep_alive)
-		return 0;
-	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
-	{
-		long		need = 1;
-
-		if (provider_proto[k] == 2)
-			need = enrich_max_concurrency / MAX_STREAMS_PER_CONNECTION + 2;
-		else if (provider_proto[k] == 1)
-		{
-			int32		pcap = enrich_shared ? enrich_shared->prov[k].rate_max_concurrency : 0;
-
-			need = pcap > 0 ? Min(pcap, enrich_max_concurrency) : enrich_max_concurrency;
-		}
-		cap = Max(cap, need);
-	}
-	return cap;
-}
-
 /* Returns this backend's multi handle, creating it on first use. */
 CURLM *
 enrich_http_multi(void)
@@ -194,7 +164,6 @@ enrich_http_multi(void)
 	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_CONCURRENT_STREAMS,
 					  (long) MAX_STREAMS_PER_CONNECTION);
 
-	curl_multi_setopt(enrich_multi, CURLMOPT_MAX_HOST_CONNECTIONS, host_connection_cap());
 	return enrich_multi;
 }
 
@@ -393,9 +362,17 @@ set_common_options(EnrichTransfer *t)
 	 * server (a GOAWAY under load, which libcurl 7.88 reports as failures
 	 * of streams the server had answered) never costs a second charge.
 	 */
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, t->kind == ENRICH_COMPANY ?
-					 (long) CURL_HTTP_VERSION_2TLS : (long) CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	if (t->kind == ENRICH_COMPANY)
+	{
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	}
+	else
+	{
+		/* no ALPN either: Slintel's connections stay apart from LeadLex's */
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+		curl_easy_setopt(e, CURLOPT_SSL_ENABLE_ALPN, 0L);
+	}
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
