@@ -612,6 +612,10 @@ function writeNow(ctx, status, body, extra) {
   } catch (e) {
     internalError(e);
   }
+  // The response is complete: the request no longer counts as in flight.
+  // (Waiting for 'close' would let a client's next request, sent after it
+  // read this response, arrive first and be counted on top of it.)
+  finish(ctx);
 }
 
 function errBody(code, message) {
