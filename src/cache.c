@@ -11,7 +11,8 @@
  * function or type a caller's search_path offers -- say a hostile "="
  * in a schema the caller put before pg_catalog -- can run with the
  * owner's (usually a superuser's) rights; names of our own objects are
- * schema-qualified as well.
+ * schema-qualified as well.  Lookups, the hot path, read the primary key
+ * index directly instead (enrich_cache_lookup).
  *
  *-------------------------------------------------------------------------
  */
@@ -19,26 +20,28 @@
 
 #include <math.h>
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "enrich.h"
-
-static const char *const cache_lookup_sql[ENRICH_NUM_KINDS] = {
-	"SELECT result, matched, fetched_at FROM enrich.companies "
-	"WHERE domain OPERATOR(pg_catalog.=) $1",
-	"SELECT result, matched, fetched_at FROM enrich.leads "
-	"WHERE linkedin_url OPERATOR(pg_catalog.=) $1",
-};
 
 /*
  * The store: an upsert over arrays, one row per element, so that the
@@ -66,7 +69,6 @@ static const char *const cache_store_sql[ENRICH_NUM_KINDS] = {
 	"WHERE l.fetched_at OPERATOR(pg_catalog.<) excluded.fetched_at",
 };
 
-static SPIPlanPtr lookup_plan[ENRICH_NUM_KINDS];
 static SPIPlanPtr store_plan[ENRICH_NUM_KINDS];
 
 /* The role that owns the extension's tables (the owner of enrich.companies). */
@@ -149,63 +151,116 @@ enrich_cache_fresh(bool matched, TimestampTz fetched_at)
 	return fetched_at > GetCurrentTimestamp() - (TimestampTz) ttl * USECS_PER_SEC;
 }
 
+/* What the lookup needs to know of one cache table, kept per backend. */
+typedef struct CacheTable
+{
+	Oid			relid;			/* InvalidOid until looked up */
+	AttrNumber	att_result;
+	AttrNumber	att_matched;
+	AttrNumber	att_fetched;
+} CacheTable;
+
+static CacheTable cache_tables[ENRICH_NUM_KINDS];
+
+/* The cache table of a kind, with its column numbers. */
+static CacheTable *
+cache_table(EnrichKind kind)
+{
+	static const char *const relnames[ENRICH_NUM_KINDS] = {"companies", "leads"};
+	CacheTable *ct = &cache_tables[kind];
+	Oid			nsp = get_namespace_oid("enrich", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(relnames[kind], nsp) : InvalidOid;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"enrich\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION enrich.")));
+	if (ct->relid != relid)
+	{
+		ct->att_result = get_attnum(relid, "result");
+		ct->att_matched = get_attnum(relid, "matched");
+		ct->att_fetched = get_attnum(relid, "fetched_at");
+		if (ct->att_result == InvalidAttrNumber || ct->att_matched == InvalidAttrNumber ||
+			ct->att_fetched == InvalidAttrNumber)
+			elog(ERROR, "cache table enrich.%s lacks its columns", relnames[kind]);
+		ct->relid = relid;
+	}
+	return ct;
+}
+
+/* Looks a key up in one cache table under the given snapshot. */
+static EnrichCacheState
+cache_probe(CacheTable *ct, const char *key, Snapshot snap, Jsonb **result)
+{
+	EnrichCacheState state = CACHE_MISS;
+	Relation	rel;
+	Relation	idx;
+	ScanKeyData skey;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+
+	rel = table_open(ct->relid, AccessShareLock);
+	idx = index_open(RelationGetPrimaryKeyIndex(rel), AccessShareLock);
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, F_TEXTEQ, CStringGetTextDatum(key));
+	skey.sk_collation = idx->rd_indcollation[0];
+	scan = index_beginscan(rel, idx, snap, 1, 0);
+	index_rescan(scan, &skey, 1, NULL, 0);
+	slot = table_slot_create(rel, NULL);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		bool		resnull;
+		Datum		res = slot_getattr(slot, ct->att_result, &resnull);
+		bool		matched = DatumGetBool(slot_getattr(slot, ct->att_matched, &isnull));
+		TimestampTz fetched = DatumGetTimestampTz(slot_getattr(slot, ct->att_fetched, &isnull));
+
+		if (enrich_cache_fresh(matched, fetched))
+		{
+			if (matched && !resnull)
+			{
+				*result = DatumGetJsonbPCopy(res);
+				state = CACHE_HIT;
+			}
+			else if (!matched)
+				state = CACHE_NO_MATCH;
+		}
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_endscan(scan);
+	index_close(idx, NoLock);
+	table_close(rel, NoLock);
+	return state;
+}
+
 /*
  * Looks a normalised key up.  A fresh answer is copied into the caller's
  * memory context; a fresh "no match" is reported as CACHE_NO_MATCH; a
  * missing or stale row is a miss.
+ *
+ * This is the hot path of every call, so it reads the primary key index and
+ * the row directly, as C code reads its own tables, without the executor.
+ * An answer the running query can see is good; before a miss is reported,
+ * the key is looked up again as a new query would see it (a fresh snapshot
+ * after a command counter increment, under READ COMMITTED): what other
+ * sessions and this transaction have written since, a miss must not miss.
  */
 EnrichCacheState
 enrich_cache_lookup(EnrichKind kind, const char *key, Jsonb **result)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	volatile EnrichCacheState state = CACHE_MISS;
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1];
-	Oid			save_userid;
-	int			save_sec;
-	int			rc;
+	CacheTable *ct = cache_table(kind);
+	EnrichCacheState state = CACHE_MISS;
+	Snapshot	snap;
 
 	*result = NULL;
-	args[0] = CStringGetTextDatum(key);
-	enrich_as_owner_begin(&save_userid, &save_sec);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		rc = SPI_execute_plan(enrich_keep_plan(&lookup_plan[kind], cache_lookup_sql[kind], 1, types),
-							  args, NULL, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "cache lookup failed: %s", SPI_result_code_string(rc));
-		if (SPI_processed == 1)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[0];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			bool		resnull;
-			Datum		res = SPI_getbinval(tup, desc, 1, &resnull);
-			bool		matched = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-			TimestampTz fetched = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-			if (enrich_cache_fresh(matched, fetched))
-			{
-				if (matched && !resnull)
-				{
-					MemoryContext old = MemoryContextSwitchTo(caller);
-
-					*result = DatumGetJsonbPCopy(res);
-					MemoryContextSwitchTo(old);
-					state = CACHE_HIT;
-				}
-				else if (!matched)
-					state = CACHE_NO_MATCH;
-			}
-		}
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		enrich_as_owner_end(save_userid, save_sec);
-	}
-	PG_END_TRY();
+	if (ActiveSnapshotSet())
+		state = cache_probe(ct, key, GetActiveSnapshot(), result);
+	if (state != CACHE_MISS)
+		return state;
+	CommandCounterIncrement();
+	snap = RegisterSnapshot(GetTransactionSnapshot());
+	state = cache_probe(ct, key, snap, result);
+	UnregisterSnapshot(snap);
 	return state;
 }
 
