@@ -35,12 +35,14 @@
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -406,12 +408,16 @@ push_role_search_path(Oid role)
 }
 
 /*
- * Writes an answer into one target as its configuring role, in a
- * subtransaction.  Returns NULL, or the error message when it failed.
+ * Writes answers into one target as its configuring role, in a
+ * subtransaction: rawkeys[i] gets results[i]; the rows of the nomatch raw
+ * keys lose an answer they may hold from their key's previous value.
+ * (Only the latter reads the result column, so that UPDATE on it is all a
+ * role needs for answers.)  Returns NULL, or the error message when it
+ * failed.
  */
 static char *
 deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
-			Datum rawkeys, Jsonb *result)
+			Datum rawkeys, Datum results, Datum nomatch)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -423,9 +429,9 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 	{
 		Oid			save_userid;
 		int			save_sec;
-		Oid			types[2] = {JSONBOID, TEXTARRAYOID};
-		Datum		values[2] = {result ? JsonbPGetDatum(result) : (Datum) 0, rawkeys};
-		char		nulls[2] = {result ? ' ' : 'n', ' '};
+		Oid			types[2] = {TEXTARRAYOID, JSONBARRAYOID};
+		Datum		values[2] = {rawkeys, results};
+		int			rc2 = SPI_OK_UPDATE;
 		char	   *qrel;
 		int			rc;
 
@@ -443,12 +449,23 @@ deliver_one(Oid relid, Oid role, const char *keycol, const char *rescol,
 		GetUserIdAndSecContext(&save_userid, &save_sec);
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		push_role_search_path(role);
-		rc = SPI_execute_with_args(psprintf("UPDATE %s SET %s = $1 WHERE %s OPERATOR(pg_catalog.=) ANY ($2)%s",
-											qrel, quote_identifier(rescol), quote_identifier(keycol),
-											result ? "" : psprintf(" AND %s IS NOT NULL", quote_identifier(rescol))),
-								   2, types, values, nulls, false, 0);
+		rc = SPI_OK_UPDATE;
+		if (rawkeys != (Datum) 0)
+			rc = SPI_execute_with_args(psprintf("UPDATE %s AS t SET %s = u.r "
+												"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(k, r) "
+												"WHERE t.%s OPERATOR(pg_catalog.=) u.k",
+												qrel, quote_identifier(rescol), quote_identifier(keycol)),
+									   2, types, values, NULL, false, 0);
+		if (nomatch != (Datum) 0)
+			rc2 = SPI_execute_with_args(psprintf("UPDATE %s SET %s = NULL "
+												 "WHERE %s OPERATOR(pg_catalog.=) ANY ($1) AND %s IS NOT NULL",
+												 qrel, quote_identifier(rescol), quote_identifier(keycol),
+												 quote_identifier(rescol)),
+										1, types, &nomatch, NULL, false, 0);
 		PopOverrideSearchPath();
 		SetUserIdAndSecContext(save_userid, save_sec);
+		if (rc2 != SPI_OK_UPDATE)
+			rc = rc2;
 		if (rc != SPI_OK_UPDATE)
 			elog(ERROR, "UPDATE of %s failed: %s", qrel, SPI_result_code_string(rc));
 		ReleaseCurrentSubTransaction();
@@ -494,43 +511,238 @@ enrich_auto_has_targets(EnrichKind kind)
 }
 
 /*
- * Writes an answer into every auto target holding the key.  A "no match"
- * (NULL) clears an answer a row may hold from its key's previous value.  Runs in the worker's transaction, connected to
- * SPI.  Returns NULL, or the first error.
+ * Adds an answer (result NULL for "no match") to a batch of deliveries;
+ * queue_id is the item it finishes (0: none) and status what that item
+ * becomes once the answer is delivered.
  */
-char *
-enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result)
+void
+enrich_auto_add(EnrichDeliveries *d, const char *key, Jsonb *result,
+				int64 queue_id, const char *status)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
+	if (d->n == d->cap)
+	{
+		int			cap = Max(d->cap * 2, 16);
+
+		d->keys = d->cap ? repalloc(d->keys, sizeof(char *) * cap) : palloc(sizeof(char *) * cap);
+		d->results = d->cap ? repalloc(d->results, sizeof(Jsonb *) * cap) : palloc(sizeof(Jsonb *) * cap);
+		d->queue_ids = d->cap ? repalloc(d->queue_ids, sizeof(int64) * cap) : palloc(sizeof(int64) * cap);
+		d->status = d->cap ? repalloc(d->status, sizeof(char *) * cap) : palloc(sizeof(char *) * cap);
+		d->cap = cap;
+	}
+	d->keys[d->n] = pstrdup(key);
+	d->results[d->n] = result;
+	d->queue_ids[d->n] = queue_id;
+	d->status[d->n] = status;
+	d->n++;
+}
+
+/* Hashes a C string key (for the per-batch tables below). */
+static uint32
+str_hash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+/* Compares two C string keys. */
+static int
+str_match(const void *a, const void *b, Size keysize)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* One normalised key of a batch: its answer, and the error delivering it. */
+typedef struct KeyEntry
+{
+	char	   *key;
+	Jsonb	   *result;
+	char	   *error;
+} KeyEntry;
+
+/* A hash table of the batch's keys. */
+static HTAB *
+key_table(int n)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(KeyEntry);
+	ctl.hash = str_hash;
+	ctl.match = str_match;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("enrich deliveries", Max(n, 16), &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
+/*
+ * Writes a batch of answers of one kind into every auto target holding
+ * their keys: one statement per target, as its configuring role, in a
+ * subtransaction each, so that a dropped, altered or forbidden target
+ * fails its own keys and nothing else.  Then finishes the batch's queue
+ * items in u: with their status, or failed with the error; an answer
+ * without an item that could not be written leaves a failed item as a
+ * trace.  Runs in the worker's transaction, connected to SPI.
+ */
+void
+enrich_auto_deliver(EnrichKind kind, EnrichDeliveries *d, EnrichQueueUpdates *u)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[2] = {TEXTOID, TEXTARRAYOID};
 	Datum		values[2];
+	Datum	   *keys;
+	HTAB	   *table;
 	SPITupleTable *tt;
 	uint64		n;
-	char	   *first_err = NULL;
+	uint64		start = 0;
 
+	if (d->n == 0)
+		return;
+	table = key_table(d->n);
+	keys = palloc(sizeof(Datum) * d->n);
+	for (int i = 0; i < d->n; i++)
+	{
+		bool		found;
+		KeyEntry   *e = hash_search(table, &d->keys[i], HASH_ENTER, &found);
+
+		if (!found)
+		{
+			e->result = d->results[i];
+			e->error = NULL;
+		}
+		keys[i] = CStringGetTextDatum(d->keys[i]);
+	}
+
+	/* every raw key of every target that maps to one of the keys */
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
-	values[1] = CStringGetTextDatum(key);
-	exec_owner("SELECT t.target, t.run_as, t.key_column::text, t.result_column::text, "
-			   "       array_agg(k.raw_key) "
-			   "  FROM enrich.auto_targets t JOIN enrich.auto_keys k ON k.target = t.target "
-			   " WHERE t.kind OPERATOR(pg_catalog.=) $1 AND k.key OPERATOR(pg_catalog.=) $2 "
-			   " GROUP BY 1, 2, 3, 4",
-			   2, types, values, NULL);
+	values[1] = enrich_make_array(keys, NULL, d->n, TEXTOID);
+	(void) enrich_keep_plan(&plan,
+							"SELECT t.target, t.run_as, t.key_column::text, t.result_column::text, k.key, k.raw_key"
+							"  FROM enrich.auto_targets t JOIN enrich.auto_keys k ON k.target OPERATOR(pg_catalog.=) t.target"
+							" WHERE t.kind OPERATOR(pg_catalog.=) $1 AND k.key OPERATOR(pg_catalog.=) ANY ($2)"
+							" ORDER BY t.target, t.result_column", 2, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read enrich.auto_targets");
 	tt = SPI_tuptable;
 	n = SPI_processed;
-	for (uint64 i = 0; i < n; i++)
+
+	/* one statement per (target, result column), over all its raw keys */
+	while (start < n)
 	{
 		bool		isnull;
-		Oid			relid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-		Oid			role = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-		char	   *keycol = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
-		char	   *rescol = SPI_getvalue(tt->vals[i], tt->tupdesc, 4);
-		Datum		raw = SPI_getbinval(tt->vals[i], tt->tupdesc, 5, &isnull);
-		char	   *err = deliver_one(relid, role, keycol, rescol, raw, result);
+		Oid			relid = DatumGetObjectId(SPI_getbinval(tt->vals[start], tt->tupdesc, 1, &isnull));
+		Oid			role = DatumGetObjectId(SPI_getbinval(tt->vals[start], tt->tupdesc, 2, &isnull));
+		char	   *keycol = SPI_getvalue(tt->vals[start], tt->tupdesc, 3);
+		char	   *rescol = SPI_getvalue(tt->vals[start], tt->tupdesc, 4);
+		uint64		end = start;
+		Datum	   *raws;
+		Datum	   *results;
+		Datum	   *nomatch;
+		int			nraws;
+		int			nnomatch;
+		char	   *err;
 
-		if (err && first_err == NULL)
-			first_err = err;
+		while (end < n &&
+			   DatumGetObjectId(SPI_getbinval(tt->vals[end], tt->tupdesc, 1, &isnull)) == relid &&
+			   strcmp(SPI_getvalue(tt->vals[end], tt->tupdesc, 4), rescol) == 0)
+			end++;
+		raws = palloc(sizeof(Datum) * (end - start));
+		results = palloc(sizeof(Datum) * (end - start));
+		nomatch = palloc(sizeof(Datum) * (end - start));
+		nraws = nnomatch = 0;
+		for (uint64 i = start; i < end; i++)
+		{
+			char	   *key = SPI_getvalue(tt->vals[i], tt->tupdesc, 5);
+			KeyEntry   *e = hash_search(table, &key, HASH_FIND, NULL);
+			Datum		raw = SPI_getbinval(tt->vals[i], tt->tupdesc, 6, &isnull);
+
+			if (e->result == NULL)
+				nomatch[nnomatch++] = raw;
+			else
+			{
+				raws[nraws] = raw;
+				results[nraws++] = JsonbPGetDatum(e->result);
+			}
+		}
+		err = deliver_one(relid, role, keycol, rescol,
+						  nraws ? enrich_make_array(raws, NULL, nraws, TEXTOID) : (Datum) 0,
+						  nraws ? enrich_make_array(results, NULL, nraws, JSONBOID) : (Datum) 0,
+						  nnomatch ? enrich_make_array(nomatch, NULL, nnomatch, TEXTOID) : (Datum) 0);
+		for (uint64 i = start; i < end && err != NULL; i++)
+		{
+			char	   *key = SPI_getvalue(tt->vals[i], tt->tupdesc, 5);
+			KeyEntry   *e = hash_search(table, &key, HASH_FIND, NULL);
+
+			if (e->error == NULL)
+				e->error = err;
+		}
+		start = end;
 	}
-	return first_err;
+
+	/* finish the items */
+	for (int i = 0; i < d->n; i++)
+	{
+		KeyEntry   *e = hash_search(table, &d->keys[i], HASH_FIND, NULL);
+
+		if (d->queue_ids[i] != 0)
+			enrich_queue_update(u, d->queue_ids[i], e->error ? "failed" : d->status[i], e->error, 0, 0);
+		else if (e->error != NULL)
+		{
+			/* leave a trace, as a failed queue item, of what could not be written */
+			Oid			ftypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+			Datum		fvalues[3] = {CStringGetTextDatum(enrich_kind_name(kind)),
+			CStringGetTextDatum(d->keys[i]), CStringGetTextDatum(e->error)};
+
+			exec_owner("INSERT INTO enrich.queue (kind, key, status, last_error, finished_at) "
+					   "VALUES ($1, $2, 'failed', $3, pg_catalog.now())", 3, ftypes, fvalues, NULL);
+			e->error = NULL;	/* one trace per key */
+		}
+	}
+	d->n = 0;
+}
+
+/* A raw key of a target and what it normalises to, for auto_keys. */
+typedef struct RawKeyEntry
+{
+	char	   *hkey;			/* target OID and raw key: the hash key */
+	Oid			target;
+	char	   *raw;
+	char	   *key;
+} RawKeyEntry;
+
+/* Writes the raw-to-normalised mappings of a batch in one statement. */
+static void
+store_raw_keys(HTAB *rawkeys)
+{
+	long		n = hash_get_num_entries(rawkeys);
+	Oid			types[3] = {OIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		values[3];
+	Datum	   *targets;
+	Datum	   *raws;
+	Datum	   *keys;
+	HASH_SEQ_STATUS seq;
+	RawKeyEntry *e;
+	int			i = 0;
+
+	if (n == 0)
+		return;
+	targets = palloc(sizeof(Datum) * n);
+	raws = palloc(sizeof(Datum) * n);
+	keys = palloc(sizeof(Datum) * n);
+	hash_seq_init(&seq, rawkeys);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		targets[i] = ObjectIdGetDatum(e->target);
+		raws[i] = CStringGetTextDatum(e->raw);
+		keys[i++] = CStringGetTextDatum(e->key);
+	}
+	values[0] = enrich_make_array(targets, NULL, n, OIDOID);
+	values[1] = enrich_make_array(raws, NULL, n, TEXTOID);
+	values[2] = enrich_make_array(keys, NULL, n, TEXTOID);
+	exec_owner("INSERT INTO enrich.auto_keys (target, raw_key, key) "
+			   "SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3)) "
+			   "ON CONFLICT (target, raw_key) DO UPDATE SET key = excluded.key",
+			   3, types, values, NULL);
 }
 
 /*
@@ -542,9 +754,12 @@ enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result)
 int
 enrich_auto_take_inbox(void)
 {
-	Oid			types[3] = {OIDOID, TEXTOID, TEXTOID};
 	Oid			qtypes[1] = {INT4OID};
 	Datum		qvalues[1] = {Int32GetDatum(INBOX_BATCH)};
+	EnrichDeliveries deliveries[ENRICH_NUM_KINDS];
+	EnrichQueueUpdates u = {0};
+	HTAB	   *rawkeys;
+	HASHCTL		ctl;
 	SPITupleTable *tt;
 	uint64		n;
 
@@ -560,18 +775,31 @@ enrich_auto_take_inbox(void)
 			   "    AND t.kind OPERATOR(pg_catalog.=) i.kind)", 1, qtypes, qvalues, NULL);
 	tt = SPI_tuptable;
 	n = SPI_processed;
+	if (n == 0)
+		return 0;
+
+	memset(deliveries, 0, sizeof(deliveries));
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(RawKeyEntry);
+	ctl.hash = str_hash;
+	ctl.match = str_match;
+	ctl.hcxt = CurrentMemoryContext;
+	rawkeys = hash_create("enrich raw keys", (long) n, &ctl,
+						  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
-		Datum		values[3];
+		bool		found;
 		char	   *kname = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
 		char	   *raw = SPI_getvalue(tt->vals[i], tt->tupdesc, 3);
+		Oid			target = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
 		const char *reason;
 		EnrichKind	kind;
 		char	   *key;
+		char	   *hkey;
+		RawKeyEntry *e;
 		Jsonb	   *cached;
 		EnrichCacheState st;
-		char	   *err;
 
 		if (!enrich_kind_from_name(kname, &kind) ||
 			!DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 4, &isnull)))
@@ -582,12 +810,14 @@ enrich_auto_take_inbox(void)
 			enrich_stat_add(kind, STAT_INVALID_KEYS, 1);
 			continue;
 		}
-		values[0] = SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull);
-		values[1] = CStringGetTextDatum(raw);
-		values[2] = CStringGetTextDatum(key);
-		exec_owner("INSERT INTO enrich.auto_keys (target, raw_key, key) VALUES ($1, $2, $3) "
-				   "ON CONFLICT (target, raw_key) DO UPDATE SET key = excluded.key",
-				   3, types, values, NULL);
+		/* the same raw key twice in a batch is mapped (and answered) once */
+		hkey = psprintf("%u/%s", target, raw);
+		e = hash_search(rawkeys, &hkey, HASH_ENTER, &found);
+		if (found)
+			continue;
+		e->target = target;
+		e->raw = raw;
+		e->key = key;
 		st = enrich_cache_lookup(kind, key, &cached);
 		if (st == CACHE_MISS)
 		{
@@ -595,17 +825,11 @@ enrich_auto_take_inbox(void)
 			continue;
 		}
 		enrich_stat_add(kind, STAT_CACHE_HITS, 1);
-		err = enrich_auto_deliver(kind, key, st == CACHE_HIT ? cached : NULL);
-		if (err)
-		{
-			/* leave a trace, as a failed queue item, of what could not be written */
-			Oid			ftypes[3] = {TEXTOID, TEXTOID, TEXTOID};
-			Datum		fvalues[3] = {CStringGetTextDatum(enrich_kind_name(kind)),
-			CStringGetTextDatum(key), CStringGetTextDatum(err)};
-
-			exec_owner("INSERT INTO enrich.queue (kind, key, status, last_error, finished_at) "
-					   "VALUES ($1, $2, 'failed', $3, now())", 3, ftypes, fvalues, NULL);
-		}
+		enrich_auto_add(&deliveries[kind], key, st == CACHE_HIT ? cached : NULL, 0, NULL);
 	}
+	store_raw_keys(rawkeys);
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		enrich_auto_deliver((EnrichKind) k, &deliveries[k], &u);
+	enrich_queue_flush(&u);
 	return (int) n;
 }

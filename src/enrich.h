@@ -354,8 +354,23 @@ extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
 								 double elapsed);
 
 /* ---- auto.c ---- */
+/* Answers to write into auto_enrich targets, collected, then written at once. */
+typedef struct EnrichDeliveries
+{
+	int			n;
+	int			cap;
+	char	  **keys;
+	Jsonb	  **results;		/* NULL: no match */
+	int64	   *queue_ids;		/* the item each finishes, 0: none */
+	const char **status;		/* what that item becomes when delivered */
+} EnrichDeliveries;
+
+struct EnrichQueueUpdates;
 extern bool enrich_auto_has_targets(EnrichKind kind);
-extern char *enrich_auto_deliver(EnrichKind kind, const char *key, Jsonb *result);
+extern void enrich_auto_add(EnrichDeliveries *d, const char *key, Jsonb *result,
+							int64 queue_id, const char *status);
+extern void enrich_auto_deliver(EnrichKind kind, EnrichDeliveries *d,
+								struct EnrichQueueUpdates *u);
 extern int	enrich_auto_take_inbox(void);
 
 /* ---- spool.c ---- */

@@ -372,21 +372,22 @@ housekeeping(void)
  */
 static void
 write_slot(Slot *s, EnrichQueueUpdates *u, int *ncache, char ***keys,
-		   EnrichOutcome ***outs, const bool *deliver)
+		   EnrichOutcome ***outs, const bool *deliver, EnrichDeliveries *deliveries)
 {
 	EnrichJob  *j = &s->job;
 	EnrichOutcome *o = &j->out;
 
 	if (j->finished && (o->kind == OUTCOME_MATCH || o->kind == OUTCOME_NO_MATCH))
 	{
-		char	   *err = NULL;
+		const char *status = o->kind == OUTCOME_MATCH ? "done" : "no_match";
 
 		keys[j->kind][ncache[j->kind]] = j->key;
 		outs[j->kind][ncache[j->kind]++] = o;
 		if (deliver[j->kind])
-			err = enrich_auto_deliver(j->kind, j->key, o->kind == OUTCOME_MATCH ? o->result : NULL);
-		enrich_queue_update(u, j->queue_id, err ? "failed" : o->kind == OUTCOME_MATCH ? "done" : "no_match",
-							err, 0, 0);
+			enrich_auto_add(&deliveries[j->kind], j->key,
+							o->kind == OUTCOME_MATCH ? o->result : NULL, j->queue_id, status);
+		else
+			enrich_queue_update(u, j->queue_id, status, NULL, 0, 0);
 		if (o->kind == OUTCOME_MATCH && o->charged)
 			enrich_unpause(j->kind, PAUSE_CREDITS);
 		return;
@@ -432,7 +433,9 @@ write_back(Slot *only)
 	char	  **keys[ENRICH_NUM_KINDS];
 	EnrichOutcome **outs[ENRICH_NUM_KINDS];
 	bool		deliver[ENRICH_NUM_KINDS];
+	EnrichDeliveries deliveries[ENRICH_NUM_KINDS];
 
+	memset(deliveries, 0, sizeof(deliveries));
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
 		keys[k] = palloc(sizeof(char *) * nslots);
@@ -444,11 +447,14 @@ write_back(Slot *only)
 		Slot	   *s = slots[i];
 
 		if (s->used && s->done && (only == NULL || s == only))
-			write_slot(s, &u, ncache, keys, outs, deliver);
+			write_slot(s, &u, ncache, keys, outs, deliver, deliveries);
 	}
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+	{
 		enrich_cache_store_many((EnrichKind) k, ncache[k], keys[k], outs[k],
 								GetCurrentTimestamp());
+		enrich_auto_deliver((EnrichKind) k, &deliveries[k], &u);
+	}
 	enrich_queue_flush(&u);
 	enrich_limits_save_usage();
 }
@@ -470,12 +476,11 @@ release_written(Slot *only)
  */
 static bool
 finish_from_cache(EnrichKind kind, EnrichClaimed *c, EnrichQueueUpdates *u,
-				  bool deliver)
+				  EnrichDeliveries *deliveries)
 {
 	EnrichSpooled sp;
 	bool		matched;
 	Jsonb	   *result;
-	char	   *err = NULL;
 
 	/* a refresh item only takes an answer fetched since it was queued */
 	if (c->cached && (c->refresh || enrich_cache_fresh(c->matched, c->fetched_at)))
@@ -498,10 +503,12 @@ finish_from_cache(EnrichKind kind, EnrichClaimed *c, EnrichQueueUpdates *u,
 	}
 	else
 		return false;
-	if (deliver)
-		err = enrich_auto_deliver(kind, c->key, matched ? result : NULL);
 	enrich_stat_add(kind, STAT_CACHE_HITS, 1);
-	enrich_queue_update(u, c->id, err ? "failed" : matched ? "done" : "no_match", err, 0, 0);
+	if (deliveries != NULL)
+		enrich_auto_add(deliveries, c->key, matched ? result : NULL, c->id,
+						matched ? "done" : "no_match");
+	else
+		enrich_queue_update(u, c->id, matched ? "done" : "no_match", NULL, 0, 0);
 	return true;
 }
 
@@ -530,6 +537,7 @@ claim_all(void)
 		int64		want = Min(nslots - used, (int64) enrich_rate_quota(kind, &more_at) - waiting[k]);
 		EnrichClaimed *items;
 		int			n;
+		EnrichDeliveries deliveries = {0};
 		bool		deliver;
 
 		if (more_at != 0)
@@ -543,13 +551,14 @@ claim_all(void)
 		deliver = n > 0 && enrich_auto_has_targets(kind);
 		for (int i = 0; i < n; i++)
 		{
-			if (finish_from_cache(kind, &items[i], &u, deliver))
+			if (finish_from_cache(kind, &items[i], &u, deliver ? &deliveries : NULL))
 				continue;
 			fill_slot(kind, &items[i]);
 			used++;
 			held[k]++;
 			waiting[k]++;
 		}
+		enrich_auto_deliver(kind, &deliveries, &u);
 	}
 	enrich_queue_flush(&u);
 }
