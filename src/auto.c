@@ -35,7 +35,6 @@
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -536,22 +535,6 @@ enrich_auto_add(EnrichDeliveries *d, const char *key, Jsonb *result,
 	d->n++;
 }
 
-/* Hashes a C string key (for the per-batch tables below). */
-static uint32
-str_hash(const void *key, Size keysize)
-{
-	const char *s = *(const char *const *) key;
-
-	return hash_bytes((const unsigned char *) s, strlen(s));
-}
-
-/* Compares two C string keys. */
-static int
-str_match(const void *a, const void *b, Size keysize)
-{
-	return strcmp(*(const char *const *) a, *(const char *const *) b);
-}
-
 /* One normalised key of a batch: its answer, and the error delivering it. */
 typedef struct KeyEntry
 {
@@ -559,21 +542,6 @@ typedef struct KeyEntry
 	Jsonb	   *result;
 	char	   *error;
 } KeyEntry;
-
-/* A hash table of the batch's keys. */
-static HTAB *
-key_table(int n)
-{
-	HASHCTL		ctl;
-
-	ctl.keysize = sizeof(char *);
-	ctl.entrysize = sizeof(KeyEntry);
-	ctl.hash = str_hash;
-	ctl.match = str_match;
-	ctl.hcxt = CurrentMemoryContext;
-	return hash_create("enrich deliveries", Max(n, 16), &ctl,
-					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-}
 
 /*
  * Writes a batch of answers of one kind into every auto target holding
@@ -598,7 +566,7 @@ enrich_auto_deliver(EnrichKind kind, EnrichDeliveries *d, EnrichQueueUpdates *u)
 
 	if (d->n == 0)
 		return;
-	table = key_table(d->n);
+	table = enrich_string_table("enrich deliveries", d->n, sizeof(KeyEntry));
 	keys = palloc(sizeof(Datum) * d->n);
 	for (int i = 0; i < d->n; i++)
 	{
@@ -759,7 +727,6 @@ enrich_auto_take_inbox(void)
 	EnrichDeliveries deliveries[ENRICH_NUM_KINDS];
 	EnrichQueueUpdates u = {0};
 	HTAB	   *rawkeys;
-	HASHCTL		ctl;
 	SPITupleTable *tt;
 	uint64		n;
 
@@ -779,13 +746,7 @@ enrich_auto_take_inbox(void)
 		return 0;
 
 	memset(deliveries, 0, sizeof(deliveries));
-	ctl.keysize = sizeof(char *);
-	ctl.entrysize = sizeof(RawKeyEntry);
-	ctl.hash = str_hash;
-	ctl.match = str_match;
-	ctl.hcxt = CurrentMemoryContext;
-	rawkeys = hash_create("enrich raw keys", (long) n, &ctl,
-						  HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	rawkeys = enrich_string_table("enrich raw keys", (long) n, sizeof(RawKeyEntry));
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;

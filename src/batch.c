@@ -18,7 +18,6 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "common/hashfn.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -50,28 +49,10 @@ typedef struct BatchInput
 	int			ndistinct;
 } BatchInput;
 
-/* Hashes a key by the string it points to. */
-static uint32
-key_hash(const void *key, Size keysize)
-{
-	const char *s = *(const char *const *) key;
-
-	return hash_bytes((const unsigned char *) s, strlen(s));
-}
-
-/* Compares two keys by the strings they point to. */
-static int
-key_match(const void *a, const void *b, Size keysize)
-{
-	return strcmp(*(const char *const *) a, *(const char *const *) b);
-}
-
 /* Normalises every input and collects the distinct keys. */
 static void
 batch_prepare(EnrichKind kind, ArrayType *arr, BatchInput *in)
 {
-	HASHCTL		ctl;
-
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
@@ -79,13 +60,7 @@ batch_prepare(EnrichKind kind, ArrayType *arr, BatchInput *in)
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT,
 					  &in->values, &in->nulls, &in->n);
 	in->keys = palloc0(sizeof(char *) * Max(in->n, 1));
-	ctl.keysize = sizeof(char *);
-	ctl.entrysize = sizeof(KeyState);
-	ctl.hash = key_hash;
-	ctl.match = key_match;
-	ctl.hcxt = CurrentMemoryContext;
-	in->distinct = hash_create("enrich batch keys", Max(in->n, 16), &ctl,
-							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	in->distinct = enrich_string_table("enrich batch keys", in->n, sizeof(KeyState));
 	in->ndistinct = 0;
 	for (int i = 0; i < in->n; i++)
 	{

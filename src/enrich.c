@@ -7,8 +7,10 @@
  */
 #include "postgres.h"
 
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/hsearch.h"
 
 #include "enrich.h"
 
@@ -44,6 +46,40 @@ enrich_kind_from_name(const char *name, EnrichKind *kind)
 	else
 		return false;
 	return true;
+}
+
+/* Hashes a key by the C string it points to. */
+static uint32
+string_key_hash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+/* Compares two keys by the C strings they point to. */
+static int
+string_key_match(const void *a, const void *b, Size keysize)
+{
+	return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/*
+ * A hash table in the current memory context whose entries start with a
+ * char * key, compared as C strings (normalised keys and the like).
+ */
+HTAB *
+enrich_string_table(const char *name, long nelem, Size entrysize)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = entrysize;
+	ctl.hash = string_key_hash;
+	ctl.match = string_key_match;
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create(name, Max(nelem, 16), &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
 
 /* Module load: settings, libcurl, transaction callbacks. */

@@ -73,6 +73,7 @@ extern void enrich_install_log_redaction(void);
 extern const char *enrich_kind_name(EnrichKind kind);
 extern const char *enrich_provider_name(EnrichKind kind);
 extern bool enrich_kind_from_name(const char *name, EnrichKind *kind);
+extern struct HTAB *enrich_string_table(const char *name, long nelem, Size entrysize);
 
 /* ---- normalize.c (and normalize.h) ---- */
 extern char *enrich_normalize_key(EnrichKind kind, const char *input,

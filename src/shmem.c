@@ -415,6 +415,7 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 	EnrichProviderShared *p;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz reset_at = 0;
+	int32		strikes;
 
 	if (enrich_shared == NULL)
 		return;
@@ -431,6 +432,9 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 		p->rl_remaining = t->rl_remaining;
 		p->rl_reset = reset_at;
 	}
+	/* 429s in a row without a wait stated back off longer and longer */
+	p->rate_strikes = out->kind == OUTCOME_RATE_LIMITED ? p->rate_strikes + 1 : 0;
+	strikes = p->rate_strikes;
 	LWLockRelease(enrich_shared->lock);
 
 	if (out->kind == OUTCOME_RATE_LIMITED)
@@ -438,11 +442,10 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 		int64		ms = out->retry_after_ms;
 
 		if (ms < 0)
-			ms = enrich_backoff_ms(++p->rate_strikes);
+			ms = enrich_backoff_ms(strikes);
 		enrich_pause(kind, PAUSE_RATE, TimestampTzPlusMilliseconds(now, Max(ms, 100)));
 		return;
 	}
-	p->rate_strikes = 0;
 	if (out->kind == OUTCOME_NO_CREDITS && out->http_status == 402 && worker)
 		enrich_pause(kind, PAUSE_CREDITS, TimestampTzPlusMilliseconds(now, ENRICH_CREDIT_PROBE_MS));
 	else if (out->kind == OUTCOME_AUTH && worker)
