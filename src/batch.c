@@ -100,6 +100,7 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 	EnrichSpooled sp;
 
 	*njobs = 0;
+	enrich_spool_take_orphans();
 	for (int i = 0; i < in->n; i++)
 	{
 		EnrichCacheState st;

@@ -381,6 +381,7 @@ typedef struct EnrichSpooled
 {
 	EnrichKind	kind;
 	char	   *key;
+	Oid			db;				/* the database it belongs to */
 	FullTransactionId fxid;		/* the transaction that wrote it */
 	bool		owner_running;	/* that transaction may still commit it */
 	TimestampTz fetched_at;
@@ -407,7 +408,8 @@ extern void enrich_spool_worker_remove(EnrichSpoolBatch *b);
 extern void enrich_spool_write(EnrichKind kind, const char *key,
 							   const EnrichOutcome *out, TimestampTz fetched_at);
 extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp);
-extern int	enrich_spool_ingest_all(void);
+extern int	enrich_spool_ingest_all(bool worker_files);
+extern void enrich_spool_take_orphans(void);
 
 /* ---- worker.c ---- */
 extern void enrich_worker_register(void);

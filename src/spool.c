@@ -68,8 +68,8 @@ spool_path(EnrichKind kind, const char *key, char *path)
 {
 	uint64		h = hash_bytes_extended((const unsigned char *) key, strlen(key), 0);
 
-	snprintf(path, MAXPGPATH, SPOOL_DIR "/%s-%016llx",
-			 enrich_kind_name(kind), (unsigned long long) h);
+	snprintf(path, MAXPGPATH, SPOOL_DIR "/%s-%u-%016llx",
+			 enrich_kind_name(kind), MyDatabaseId, (unsigned long long) h);
 }
 
 /* Creates the spool directory if needed. */
@@ -103,8 +103,8 @@ static void
 spool_record(StringInfo buf, FullTransactionId fxid, EnrichKind kind,
 			 const char *key, const EnrichOutcome *out, TimestampTz fetched_at)
 {
-	appendStringInfo(buf, "{\"v\": 1, \"xid\": \"" UINT64_FORMAT "\", \"kind\": \"%s\", \"key\": ",
-					 U64FromFullTransactionId(fxid), enrich_kind_name(kind));
+	appendStringInfo(buf, "{\"v\": 1, \"db\": %u, \"xid\": \"" UINT64_FORMAT "\", \"kind\": \"%s\", \"key\": ",
+					 MyDatabaseId, U64FromFullTransactionId(fxid), enrich_kind_name(kind));
 	escape_json(buf, key);
 	appendStringInfo(buf, ", \"fetched_at\": \"" INT64_FORMAT "\"", fetched_at);
 	if (out->source)
@@ -192,7 +192,7 @@ enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
 	if (b->fd < 0)
 	{
 		spool_ensure_dir();
-		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/batch-%d-%u", MyProcPid, ++counter);
+		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/batch-%u-%d-%u", MyDatabaseId, MyProcPid, ++counter);
 		b->fd = OpenTransientFile(b->path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 		if (b->fd < 0)
 			ereport(ERROR,
@@ -364,6 +364,9 @@ spool_parse(const char *path, const char *data, size_t len, EnrichSpooled *sp)
 		return false;
 	}
 	sp->fxid = FullTransactionIdFromU64(strtou64(s, NULL, 10));
+	/* files of earlier builds name no database: the worker takes them */
+	s = enrich_jsonb_get_text(jb, "db");
+	sp->db = s ? (Oid) strtoul(s, NULL, 10) : InvalidOid;
 	s = enrich_jsonb_get_text(jb, "kind");
 	if (s == NULL || !enrich_kind_from_name(s, &sp->kind))
 		return false;
@@ -387,7 +390,16 @@ spool_parse(const char *path, const char *data, size_t len, EnrichSpooled *sp)
 	return true;
 }
 
-/* Whether the transaction that wrote a spool file may still commit it. */
+/*
+ * Whether the transaction that wrote a spool file may still commit it.
+ *
+ * A transaction id at or past the next one to be assigned belongs to a
+ * server life that ended in a crash or an immediate shutdown before any
+ * WAL record of that transaction was flushed: the counter went back after
+ * recovery.  Its writer is dead, but TransactionIdIsInProgress() would
+ * call it running (it follows latestCompletedXid) until the counter passed
+ * it again, keeping the answer out of the cache for as long.
+ */
 static bool
 spool_owner_running(FullTransactionId fxid)
 {
@@ -395,6 +407,8 @@ spool_owner_running(FullTransactionId fxid)
 
 	/* the worker's files carry no transaction: their writer has died */
 	if (!FullTransactionIdIsValid(fxid) || TransactionIdIsCurrentTransactionId(xid))
+		return false;
+	if (FullTransactionIdFollowsOrEquals(fxid, ReadNextFullTransactionId()))
 		return false;
 	return TransactionIdIsInProgress(xid);
 }
@@ -418,7 +432,7 @@ enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
 	if (data == NULL)
 		return false;
 	if (!spool_parse(path, data, len, sp) || sp->kind != kind ||
-		strcmp(sp->key, key) != 0)
+		strcmp(sp->key, key) != 0 || sp->db != MyDatabaseId)
 		return false;
 	sp->owner_running = spool_owner_running(sp->fxid);
 	if (!sp->owner_running)
@@ -448,6 +462,9 @@ spool_ingest_file(const char *path, char *data, size_t len)
 			*nl = '\0';		/* the parser wants a terminated string */
 		if (llen > 0 && spool_parse(path, line, llen, &sp))
 		{
+			/* one database's answers per file: another's are not ours */
+			if (OidIsValid(sp.db) && sp.db != MyDatabaseId)
+				return 0;
 			/* one transaction writes a file: if it may still commit, wait */
 			if (spool_owner_running(sp.fxid))
 				return 0;
@@ -461,13 +478,15 @@ spool_ingest_file(const char *path, char *data, size_t len)
 }
 
 /*
- * Takes in every spool file whose transaction has ended: writes the answer
- * into the cache (only over an older one) and removes the file once that
- * commits.  Runs in the worker, inside a transaction; returns how many
- * files it took in.
+ * Takes in every spool file of this database whose transaction has ended:
+ * writes the answer into the cache (only over an older one) and removes
+ * the file once that commits.  Runs inside a transaction, in the worker
+ * (which also takes in what a worker that died left) or in a session of a
+ * database the worker does not serve (which leaves worker files alone);
+ * returns how many answers it took in.
  */
 int
-enrich_spool_ingest_all(void)
+enrich_spool_ingest_all(bool worker_files)
 {
 	DIR		   *dir;
 	struct dirent *de;
@@ -486,7 +505,8 @@ enrich_spool_ingest_all(void)
 		char	   *data;
 
 		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL ||
-			strcmp(de->d_name, own) == 0)
+			strcmp(de->d_name, own) == 0 ||
+			(!worker_files && strncmp(de->d_name, "worker-", 7) == 0))
 			continue;
 		snprintf(path, MAXPGPATH, SPOOL_DIR "/%s", de->d_name);
 		data = spool_read_file(path, &len);
@@ -497,6 +517,26 @@ enrich_spool_ingest_all(void)
 	}
 	FreeDir(dir);
 	return n;
+}
+
+/*
+ * In a database the worker does not serve, nobody else takes in what an
+ * aborted transaction there paid for: the first call of a session that
+ * has to fetch something does, once.  (A call for the same key finds its
+ * answer anyway, by name.)
+ */
+void
+enrich_spool_take_orphans(void)
+{
+	static bool done = false;
+
+	if (done)
+		return;
+	done = true;
+	if (enrich_shared != NULL && enrich_shared->worker_proc != NULL &&
+		enrich_shared->worker_db == MyDatabaseId)
+		return;
+	(void) enrich_spool_ingest_all(false);
 }
 
 /* Removes the files whose rows have committed; keeps the rest. */

@@ -67,6 +67,7 @@ fetch_locked(EnrichKind kind, const char *key, MemoryContext caller)
 	TimestampTz fetched_at;
 
 	/* someone may have fetched it while we waited for the lock */
+	enrich_spool_take_orphans();
 	if (enrich_cache_lookup(kind, key, &result) != CACHE_MISS)
 		return copy_result(caller, result);
 	if (enrich_spool_find(kind, key, &sp) &&

@@ -353,7 +353,7 @@ housekeeping(void)
 					(errmsg("enrich worker queued %d interrupted request(s) again", n)));
 		recovered = true;
 	}
-	n = enrich_spool_ingest_all();
+	n = enrich_spool_ingest_all(true);
 	if (n > 0)
 		ereport(DEBUG1, (errmsg("enrich worker took in %d spooled answer(s)", n)));
 	enrich_limits_load();

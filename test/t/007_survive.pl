@@ -113,6 +113,28 @@ $node->stop('immediate');
 $node->start;
 cached_company('survive-crash.com', 'rollback then immediate shutdown');
 
+# What that shutdown leaves when it comes before any WAL record of the
+# rolled-back transaction reached disk: after recovery the transaction id
+# counter is behind the spool file's writer.  That writer is dead, and the
+# worker must take its answer in at once, not wait for the counter to pass
+# it again.  The file is written here as the session would have written it.
+my $next = $node->safe_psql('postgres', 'SELECT pg_snapshot_xmax(pg_current_snapshot())');
+my $us = $node->safe_psql('postgres',
+	q{SELECT (extract(epoch FROM now() - '2000-01-01 00:00:00+00') * 1000000)::bigint});
+my $spool = $node->data_dir . '/pg_enrich';
+mkdir $spool;
+open(my $fh, '>', "$spool/company-lost-wal.tmp") or die "spool file: $!";
+print $fh qq({"v": 1, "xid": "@{[ $next + 1000 ]}", "kind": "company", "key": "survive-lost-wal.com", )
+  . qq("fetched_at": "$us", "request_id": "req-lost-wal", )
+  . qq("result": {"domain": "survive-lost-wal.com", "name": "Lost WAL Inc"}}\n);
+close $fh;
+rename("$spool/company-lost-wal.tmp", "$spool/company-lost-wal") or die "rename: $!";
+ok(poll_until($node,
+		q{SELECT count(*) = 1 FROM enrich.companies WHERE domain = 'survive-lost-wal.com' AND result->>'name' = 'Lost WAL Inc'},
+		't', 15),
+	'a spooled answer whose writer\'s transaction id never reached disk is taken in');
+ok(!-e "$spool/company-lost-wal", 'and its spool file removed');
+
 # None of it is fetched again.
 emu_control({ reset => JSON::PP::true });
 is($node->safe_psql('postgres', q{
@@ -136,6 +158,38 @@ is($node->safe_psql('postgres', q{SELECT enrich_company('survive-midflight.com')
 $l = emu_ledger();
 is($l->{charged_inputs}{leadlex}{'survive-midflight.com'}, 1, 'charged once');
 is($l->{idempotent_replays}, 1, 'the second request was a replay');
+
+# A database the worker does not serve: what an aborted transaction there
+# paid for belongs to that database, not to the worker's.  The next session
+# there that has to fetch something takes it in.
+emu_control({ reset => JSON::PP::true });
+$node->safe_psql('postgres', 'CREATE DATABASE otherdb');
+$node->safe_psql('otherdb', 'CREATE EXTENSION enrich');
+$node->safe_psql('otherdb', q{
+BEGIN;
+SELECT enrich_company('survive-otherdb.com');
+SELECT count(*) FROM enrich_companies(ARRAY['survive-otherdb-batch.com', 'nomatch-survive-otherdb.com']);
+ROLLBACK;
+});
+# two rounds of the worker's housekeeping (once a second)
+sleep(2.5);
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.companies WHERE domain LIKE '%survive-otherdb%'}),
+	'0', 'another database: its answers are not put in the worker\'s database');
+is($node->safe_psql('otherdb', q{SELECT enrich_company('survive-otherdb-next.com')->>'domain'}),
+	'survive-otherdb-next.com', 'another database: the next call there');
+is($node->safe_psql('otherdb',
+		q{SELECT string_agg(domain || ':' || matched, ',' ORDER BY domain) FROM enrich.companies WHERE domain LIKE '%survive-otherdb%'}),
+	'nomatch-survive-otherdb.com:false,survive-otherdb-batch.com:true,survive-otherdb-next.com:true,survive-otherdb.com:true',
+	'another database: takes in what the rolled-back call and batch paid for');
+$l = emu_ledger();
+is(join(',', map { $l->{requests_by_input}{leadlex}{$_} // 0 }
+		qw(survive-otherdb.com survive-otherdb-batch.com nomatch-survive-otherdb.com survive-otherdb-next.com)),
+	'1,1,1,1', 'another database: one request per key');
+is($node->safe_psql('otherdb', q{SELECT enrich_company('survive-otherdb.com')->>'domain'}),
+	'survive-otherdb.com', 'another database: served from its cache');
+is(emu_ledger()->{requests}{leadlex}, 4, 'with no new request');
+my @left = grep { !m{/worker-} } glob($node->data_dir . '/pg_enrich/*');
+is(scalar(@left), 0, 'no spool file left') or diag "left: @left";
 
 $node->stop;
 done_testing();
