@@ -446,7 +446,7 @@ enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
  * middle of an append) is skipped.  Returns how many it took in.
  */
 static int
-spool_ingest_file(const char *path, char *data, size_t len)
+spool_ingest_file(const char *path, char *data, size_t len, bool worker)
 {
 	char	   *line = data;
 	char	   *end = data + len;
@@ -462,8 +462,11 @@ spool_ingest_file(const char *path, char *data, size_t len)
 			*nl = '\0';		/* the parser wants a terminated string */
 		if (llen > 0 && spool_parse(path, line, llen, &sp))
 		{
-			/* one database's answers per file: another's are not ours */
-			if (OidIsValid(sp.db) && sp.db != MyDatabaseId)
+			/*
+			 * One database's answers per file: another's are not ours.  A
+			 * file of an earlier build names none: it is the worker's.
+			 */
+			if (OidIsValid(sp.db) ? sp.db != MyDatabaseId : !worker)
 				return 0;
 			/* one transaction writes a file: if it may still commit, wait */
 			if (spool_owner_running(sp.fxid))
@@ -512,7 +515,7 @@ enrich_spool_ingest_all(bool worker_files)
 		data = spool_read_file(path, &len);
 		if (data == NULL)
 			continue;
-		n += spool_ingest_file(path, data, len);
+		n += spool_ingest_file(path, data, len, worker_files);
 		pfree(data);
 	}
 	FreeDir(dir);

@@ -119,7 +119,9 @@ ok($install =~ s/'wbk_\.\.\.'/'wbk_test_key'/ && $install =~ s/slintel_api_key =
 my ($setup, $in_crm) = split /^-- restart the server.*\n/m, $install;
 ($rc, $out, $err) = paste('postgres', $setup);
 is($rc, 0, 'DBAs: the settings') or diag $err;
-$node->restart;
+# (stop and start, not pg_ctl restart: the sanitizer run wraps the postmaster)
+$node->stop;
+$node->start;
 ($rc, $out, $err) = paste('crm', $in_crm);
 is($rc, 0, 'DBAs: CREATE EXTENSION and the grants in crm') or diag $err;
 ok(poll_until($node, q{SELECT datname = 'crm' FROM pg_stat_activity WHERE backend_type = 'enrich worker'}, 't', 30),
