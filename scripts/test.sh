@@ -12,7 +12,7 @@
 #
 # ENRICH_PRIVATE=DIR builds and tests in a private copy of PostgreSQL
 # (see scripts/lib.sh) instead of the system's installation.
-# ENRICH_FUZZ_SECONDS (default 20) is the fuzzing time per target;
+# ENRICH_FUZZ_SECONDS (default 60) is the fuzzing time per target;
 # ENRICH_ASAN=0 leaves out the AddressSanitizer run.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -53,8 +53,8 @@ echo "== provider emulator self-test"
 bash "$ROOT/test/provider/selftest.sh"
 record "emulator self-test" $?
 
-echo "== fuzz: ${ENRICH_FUZZ_SECONDS:-20} s per target (test/fuzz/run.sh)"
-PATH=$START_PATH bash "$ROOT/test/fuzz/run.sh" "${ENRICH_FUZZ_SECONDS:-20}"
+echo "== fuzz: ${ENRICH_FUZZ_SECONDS:-60} s per target (test/fuzz/run.sh)"
+PATH=$START_PATH bash "$ROOT/test/fuzz/run.sh" "${ENRICH_FUZZ_SECONDS:-60}"
 record "fuzz" $?
 fi
 

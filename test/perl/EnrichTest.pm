@@ -11,6 +11,7 @@ use Exporter 'import';
 use File::Basename qw(dirname);
 use File::Spec;
 use HTTP::Tiny;
+use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -90,12 +91,29 @@ CONF
 }
 
 # Polls $query in database postgres until it returns $expected (default
-# 't'), for at most $secs seconds (default 60); true when it did.
+# 't'), for at most $secs seconds (default 60); true when it did.  Like
+# the node's poll_query_until, but the query goes on psql's command line,
+# not down a pipe: while the server restarts after a crash, psql exits
+# before reading its input, and IPC::Run dies of the broken pipe.
 sub poll_until
 {
 	my ($node, $query, $expected, $secs) = @_;
-	local $PostgreSQL::Test::Utils::timeout_default = $secs // 60;
-	return $node->poll_query_until('postgres', $query, $expected);
+	$expected //= 't';
+	my $cmd = [ $node->installed_command('psql'), '-XAt', '-d', $node->connstr('postgres'), '-c', $query ];
+	my $deadline = time() + ($secs // 60);
+	my ($stdout, $stderr) = ('', '');
+	while (1)
+	{
+		($stdout, $stderr) = ('', '');
+		IPC::Run::run($cmd, '<', '/dev/null', '>', \$stdout, '2>', \$stderr);
+		chomp $stdout;
+		chomp $stderr;
+		return 1 if $stdout eq $expected && $stderr eq '';
+		last if time() >= $deadline;
+		select(undef, undef, undef, 0.1);
+	}
+	diag "poll_until timed out on: $query\nexpected: $expected\nlast output: $stdout\nstderr: $stderr";
+	return 0;
 }
 
 # The SQLSTATE of the error $sql raises in $db, or '' when it succeeds.
