@@ -42,6 +42,9 @@
 #endif
 
 #include <limits.h>
+#include <time.h>
+
+#include <curl/curl.h>
 
 #include "common/jsonapi.h"
 #include "mb/pg_wchar.h"
@@ -549,181 +552,26 @@ header_number(const char *v, size_t len)
 	return i == len ? val : -1;
 }
 
-/* A cursor over a header value, for the date parser. */
-typedef struct DateCursor
-{
-	const char *p;
-	const char *end;
-} DateCursor;
-
-/* Consumes the literal lit, ignoring ASCII case; false if it is not there. */
-static bool
-take_literal(DateCursor *c, const char *lit)
-{
-	size_t		n = strlen(lit);
-
-	if ((size_t) (c->end - c->p) < n || pg_strncasecmp(c->p, lit, n) != 0)
-		return false;
-	c->p += n;
-	return true;
-}
-
-/* Consumes exactly n digits; returns their value, or -1. */
-static int
-take_digits(DateCursor *c, int n)
-{
-	int			v = 0;
-
-	if (c->end - c->p < n)
-		return -1;
-	for (int i = 0; i < n; i++)
-	{
-		if (!is_digit(c->p[i]))
-			return -1;
-		v = v * 10 + (c->p[i] - '0');
-	}
-	c->p += n;
-	return v;
-}
-
-/* Consumes one of the words; returns its index, or -1. */
-static int
-take_word(DateCursor *c, const char *const *words, int nwords)
-{
-	for (int i = 0; i < nwords; i++)
-		if (take_literal(c, words[i]))
-			return i;
-	return -1;
-}
-
-static const char *const day_names[] = {
-	"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"
-};
-static const char *const long_day_names[] = {
-	"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"
-};
-static const char *const month_names[] = {
-	"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-	"Jul", "Aug", "Sep", "Oct", "Nov", "Dec"
-};
-
-/* Consumes "HH:MM:SS"; returns the seconds since midnight, or -1. */
-static int
-take_time(DateCursor *c)
-{
-	int			h = take_digits(c, 2);
-	int			m = (h >= 0 && take_literal(c, ":")) ? take_digits(c, 2) : -1;
-	int			s = (m >= 0 && take_literal(c, ":")) ? take_digits(c, 2) : -1;
-
-	/* 60 is a leap second */
-	if (h < 0 || h > 23 || m < 0 || m > 59 || s < 0 || s > 60)
-		return -1;
-	return h * 3600 + m * 60 + s;
-}
-
-/* Days from 1970-01-01 to the given date (proleptic Gregorian). */
-static int64
-days_from_civil(int64 y, int m, int d)
-{
-	int64		era;
-	int64		yoe;
-	int64		doy;
-
-	y -= (m <= 2);
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
-}
-
-/* Whether day d exists in month m (1-12) of year y. */
-static bool
-valid_day(int y, int m, int d)
-{
-	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-	bool		leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-	if (d < 1 || d > mdays[m - 1])
-		return false;
-	return m != 2 || d <= 28 || leap;
-}
-
 /*
- * The four-digit year of a two-digit RFC 850 year: RFC 9110 reads one that
- * would be more than 50 years in the future as the century before.
- */
-static int
-rfc850_year(int yy, int64 now)
-{
-	int			cur = 1970 + (int) (Max(now, 0) / 31556952);	/* near enough */
-	int			y = cur - cur % 100 + yy;
-
-	if (y > cur + 50)
-		y -= 100;
-	else if (y + 100 <= cur + 50)
-		y += 100;
-	return y;
-}
-
-/*
- * Parses an HTTP-date (RFC 9110 5.6.7) in any of its three formats:
- * "Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT" and
- * "Sun Nov  6 08:49:37 1994".  Returns Unix seconds (0 for dates before
- * 1970), or -1 when the value is none of these.  now (Unix seconds) places
- * the two-digit years.
+ * Reads an HTTP-date (RFC 9110 5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT" and
+ * the two obsolete formats) with libcurl's curl_getdate().  Returns Unix
+ * seconds (0 for dates before 1970), or -1 when the value is no date.
  */
 int64
-enrich_http_date(const char *s, size_t len, int64 now)
+enrich_http_date(const char *s, size_t len)
 {
-	DateCursor	c;
-	int			y,
-				m,
-				d,
-				secs;
+	char		buf[64];
+	time_t		t;
 
 	header_trim(&s, &len);
-	c.p = s;
-	c.end = s + len;
-	if (take_word(&c, long_day_names, 7) >= 0)
-	{
-		/* rfc850-date: day-name-l ", " DD "-" Mon "-" YY SP time " GMT" */
-		d = take_literal(&c, ", ") ? take_digits(&c, 2) : -1;
-		m = (d >= 0 && take_literal(&c, "-")) ? take_word(&c, month_names, 12) : -1;
-		y = (m >= 0 && take_literal(&c, "-")) ? take_digits(&c, 2) : -1;
-		if (y >= 0)
-			y = rfc850_year(y, now);
-		secs = (y >= 0 && take_literal(&c, " ")) ? take_time(&c) : -1;
-		if (secs < 0 || !take_literal(&c, " GMT"))
-			return -1;
-	}
-	else if (take_word(&c, day_names, 7) >= 0 && take_literal(&c, ", "))
-	{
-		/* IMF-fixdate: day-name ", " DD SP Mon SP YYYY SP time " GMT" */
-		d = take_digits(&c, 2);
-		m = (d >= 0 && take_literal(&c, " ")) ? take_word(&c, month_names, 12) : -1;
-		y = (m >= 0 && take_literal(&c, " ")) ? take_digits(&c, 4) : -1;
-		secs = (y >= 0 && take_literal(&c, " ")) ? take_time(&c) : -1;
-		if (secs < 0 || !take_literal(&c, " GMT"))
-			return -1;
-	}
-	else
-	{
-		/* asctime-date: day-name SP Mon SP (DD | SP D) SP time SP YYYY */
-		c.p = s;
-		if (take_word(&c, day_names, 7) < 0 || !take_literal(&c, " "))
-			return -1;
-		m = take_word(&c, month_names, 12);
-		if (m < 0 || !take_literal(&c, " "))
-			return -1;
-		d = take_literal(&c, " ") ? take_digits(&c, 1) : take_digits(&c, 2);
-		secs = (d >= 0 && take_literal(&c, " ")) ? take_time(&c) : -1;
-		y = (secs >= 0 && take_literal(&c, " ")) ? take_digits(&c, 4) : -1;
-		if (y < 0)
-			return -1;
-	}
-	if (c.p != c.end || !valid_day(y, m + 1, d))
+	if (len == 0 || len >= sizeof(buf) || memchr(s, '\0', len) != NULL)
 		return -1;
-	return Max(days_from_civil(y, m + 1, d) * 86400 + secs, 0);
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	t = curl_getdate(buf, NULL);
+	if (t == (time_t) -1)
+		return -1;
+	return Max((int64) t, 0);
 }
 
 /*
@@ -738,7 +586,7 @@ header_retry_after(const char *v, size_t len, int64 now)
 	header_trim(&v, &len);
 	if (len > 0 && is_digit(v[0]))
 		return header_number(v, len);
-	if ((when = enrich_http_date(v, len, now)) < 0)
+	if ((when = enrich_http_date(v, len)) < 0)
 		return -1;
 	return Min(Max(when - now, 0), ENRICH_HEADER_MAX_NUMBER);
 }

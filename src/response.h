@@ -65,6 +65,6 @@ typedef struct EnrichHeader
 
 extern EnrichHeaderKind enrich_header_parse(const char *line, size_t len,
 											int64 now, EnrichHeader *h);
-extern int64 enrich_http_date(const char *s, size_t len, int64 now);
+extern int64 enrich_http_date(const char *s, size_t len);
 
 #endif							/* ENRICH_RESPONSE_H */

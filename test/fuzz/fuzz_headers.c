@@ -9,8 +9,8 @@
  * the parsed header must keep its promises: text that is NUL-terminated
  * printable ASCII, numbers from -1 to ENRICH_HEADER_MAX_NUMBER, nothing set
  * that the kind does not carry.  The whole input is also read as an
- * HTTP-date; a date that parses must come back the same when written again
- * as an IMF-fixdate.
+ * HTTP-date (by libcurl's curl_getdate(), as Retry-After is); a date that
+ * parses must come back the same when written again as an IMF-fixdate.
  *
  * IDENTIFICATION
  *	  test/fuzz/fuzz_headers.c
@@ -61,7 +61,7 @@ check_date_round_trip(int64 when, const uint8_t *data, size_t size)
 
 	FUZZ_ASSERT(gmtime_r(&t, &tm) != NULL, "the date is a real time", data, size);
 	n = strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-	FUZZ_ASSERT(n > 0 && enrich_http_date(buf, n, FUZZ_NOW) == when,
+	FUZZ_ASSERT(n > 0 && enrich_http_date(buf, n) == when,
 				"a date reads back the same as an IMF-fixdate", data, size);
 }
 
@@ -86,8 +86,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		free(line);
 		p += len;
 	}
-	when = enrich_http_date((const char *) data, size, FUZZ_NOW);
-	if (when > 0)
+	when = enrich_http_date((const char *) data, size);
+	/* an IMF-fixdate has a four-digit year */
+	if (when > 0 && when < INT64CONST(253402300800))
 		check_date_round_trip(when, data, size);
 	return 0;
 }
