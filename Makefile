@@ -2,8 +2,8 @@
 
 EXTENSION = enrich
 MODULE_big = enrich
-DATA = enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql
-DATA_built = enrich--0.2.0.sql
+DATA = enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql enrich--0.2.0--0.3.0.sql
+DATA_built = enrich--0.3.0.sql
 PGFILEDESC = "enrich - B2B data enrichment in SQL"
 
 OBJS = \
@@ -40,5 +40,5 @@ include $(PGXS)
 $(OBJS): src/enrich.h src/normalize.h src/response.h
 
 # the fresh install script of the current version: every release in order
-enrich--0.2.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql
+enrich--0.3.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql enrich--0.2.0--0.3.0.sql
 	cat $^ > $@

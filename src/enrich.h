@@ -26,7 +26,7 @@
 #include "normalize.h"
 #include "response.h"
 
-#define ENRICH_VERSION "0.2.0"
+#define ENRICH_VERSION "0.3.0"
 #define ENRICH_USER_AGENT "enrich/" ENRICH_VERSION " (PostgreSQL extension)"
 
 /* The two providers; a kind of enrichment maps to exactly one provider. */
