@@ -351,6 +351,7 @@ extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);
 /* ---- limits.c ---- */
 extern void enrich_limits_load(void);
 extern void enrich_limits_save_usage(void);
+extern void enrich_limits_check_unshared(EnrichKind kind);
 extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
 								 double elapsed);
 

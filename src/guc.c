@@ -17,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
@@ -119,13 +120,15 @@ enrich_define_gucs(void)
 							   "",
 							   PGC_SUSET, 0,
 							   NULL, NULL, NULL);
-	DefineCustomStringVariable("enrich.database_name",
-							   "Database the background worker serves.",
-							   NULL,
-							   &enrich_database_name,
-							   "postgres",
-							   PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+	/* a postmaster setting can only be defined while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("enrich.database_name",
+								   "Database the background worker serves.",
+								   NULL,
+								   &enrich_database_name,
+								   "postgres",
+								   PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
 	DefineCustomIntVariable("enrich.max_concurrency",
 							"Requests in flight at once (worker, batch functions).",
 							NULL,

@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -152,6 +153,47 @@ enrich_limits_load(void)
 	LWLockRelease(enrich_shared->lock);
 	SPI_finish();
 	enrich_as_owner_end(save_userid, save_sec);
+}
+
+/*
+ * Without shared memory no budget can be kept across sessions, so a call
+ * that would spend under a set credit limit is refused (55000) before any
+ * request.  Checked once per transaction and provider.
+ */
+void
+enrich_limits_check_unshared(EnrichKind kind)
+{
+	static LocalTransactionId checked_in[ENRICH_NUM_KINDS];
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	Oid			save_userid;
+	int			save_sec;
+	bool		limited;
+
+	if (checked_in[kind] == MyProc->lxid ||
+		!OidIsValid(get_namespace_oid("enrich", true)))
+		return;
+	values[0] = CStringGetTextDatum(provider_keys[kind]);
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT 1 FROM enrich.credit_limits "
+							  "WHERE provider OPERATOR(pg_catalog.=) $1 AND credits IS NOT NULL",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read enrich.credit_limits");
+	limited = SPI_processed > 0;
+	SPI_finish();
+	enrich_as_owner_end(save_userid, save_sec);
+	if (limited)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the credit budget for %s needs enrich in shared_preload_libraries",
+						enrich_provider_name(kind)),
+				 errdetail("A credit limit is set for %s, and without shared memory it cannot be kept; no request was sent.",
+						   provider_keys[kind]),
+				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server, or remove the limit with enrich.set_credit_limit('%s', NULL).",
+						 provider_keys[kind])));
+	checked_in[kind] = MyProc->lxid;
 }
 
 /*
@@ -292,7 +334,9 @@ set_credit_limit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("provider must not be null")));
 	kind = provider_arg(PG_GETARG_TEXT_PP(0));
-	enrich_require_shared("enrich.set_credit_limit");
+	/* without shared memory a limit can only be removed (see above) */
+	if (!PG_ARGISNULL(1))
+		enrich_require_shared("enrich.set_credit_limit");
 	require_limit_privilege("set_credit_limit");
 	if (!PG_ARGISNULL(1) && credits < 0)
 		ereport(ERROR,
@@ -304,6 +348,7 @@ set_credit_limit(PG_FUNCTION_ARGS)
 				 errmsg("per must be a positive interval or null")));
 
 	enrich_limits_load();
+	if (enrich_shared)
 	{
 		EnrichProviderShared *p = &enrich_shared->prov[kind];
 

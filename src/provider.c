@@ -466,10 +466,22 @@ enrich_job_try_start(EnrichJob *job)
 	{
 		EnrichReserve r = enrich_credit_reserve(job->kind);
 
-		if (r == RESERVE_WAIT)
+		now = GetCurrentTimestamp();
+		if (r == RESERVE_WAIT &&
+			(job->deadline == 0 || TimestampTzPlusMilliseconds(now, 10) <= job->deadline))
 		{
 			/* a request in flight may yet give its credit back */
-			job->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 10);
+			job->not_before = TimestampTzPlusMilliseconds(now, 10);
+			return false;
+		}
+		if (r == RESERVE_WAIT)
+		{
+			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+						 psprintf("the credit budget for %s is spent", prov),
+						 psprintf("The last credits are reserved by requests in flight that did not give them back within enrich.request_timeout (%d ms); no request was sent.",
+								  enrich_request_timeout),
+						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
+								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
 			return false;
 		}
 		if (r == RESERVE_NONE)

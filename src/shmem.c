@@ -16,11 +16,24 @@
  * enrich.credit_limits and loaded into shared memory on first use; the
  * credits used in the current period are written back by the worker.
  *
+ * Whatever a process counts in the shared totals (a reserved credit, a
+ * request in flight) it also counts in a holder slot of its own, indexed
+ * by its PGPROC number.  A before_shmem_exit callback gives the slot back
+ * however the process ends (ERROR that ends it, FATAL, pg_terminate_backend,
+ * a lost client); a session's transaction abort does the same for what an
+ * ERROR left; and a process that finds the budget held by others sweeps
+ * the slots of processes that are gone.  A release only ever gives back
+ * what the releasing process holds, so releasing twice is harmless.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <signal.h>
+
+#include "access/xact.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -32,6 +45,30 @@
 
 EnrichShared *enrich_shared = NULL;
 
+/* What one process holds of one provider's shared counts. */
+typedef struct EnrichHold
+{
+	int32		reserved;		/* credits reserved for its requests */
+	int32		in_flight;		/* its requests counted in flight */
+} EnrichHold;
+
+/* A process's holder slot; slot i belongs to the process with pgprocno i. */
+typedef struct EnrichHolder
+{
+	pid_t		pid;			/* the process that last used it, 0: none */
+	EnrichHold	hold[ENRICH_NUM_KINDS];
+} EnrichHolder;
+
+/* The slots, one per PGPROC a backend or background worker can have. */
+static EnrichHolder *holders = NULL;
+static int	nholders = 0;
+
+/* This process's slot, once attached. */
+static EnrichHolder *my_holder = NULL;
+
+/* Sweeps of gone processes' slots are at most this often per process. */
+#define SWEEP_INTERVAL_MS 100
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -42,6 +79,7 @@ enrich_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(EnrichShared)));
+	RequestAddinShmemSpace(MAXALIGN(mul_size(MaxBackends, sizeof(EnrichHolder))));
 	RequestNamedLWLockTranche("enrich", 1);
 }
 
@@ -71,6 +109,11 @@ enrich_shmem_startup(void)
 				pg_atomic_init_u64(&p->stats[s], 0);
 		}
 	}
+	nholders = MaxBackends;
+	holders = ShmemInitStruct("enrich holders",
+							  mul_size(nholders, sizeof(EnrichHolder)), &found);
+	if (!found)
+		memset(holders, 0, mul_size(nholders, sizeof(EnrichHolder)));
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -116,6 +159,124 @@ enrich_wake_worker(void)
 		SetLatch(&proc->procLatch);
 }
 
+/*
+ * Gives back to the shared totals all that a holder slot counts.  Caller
+ * holds the lock exclusively.
+ */
+static void
+release_holder(EnrichHolder *h)
+{
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+	{
+		EnrichProviderShared *p = &enrich_shared->prov[k];
+		EnrichHold *hold = &h->hold[k];
+
+		p->credits_reserved -= Min(hold->reserved, p->credits_reserved);
+		p->in_flight -= Min(hold->in_flight, p->in_flight);
+		hold->reserved = 0;
+		hold->in_flight = 0;
+	}
+}
+
+/* Gives back what this process holds (never throws). */
+static void
+release_mine(void)
+{
+	if (my_holder == NULL)
+		return;
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	release_holder(my_holder);
+	LWLockRelease(enrich_shared->lock);
+}
+
+/* before_shmem_exit: however the process ends, nothing it held stays held. */
+static void
+holder_at_exit(int code, Datum arg)
+{
+	if (my_holder == NULL)
+		return;
+	/* an error that ends the process may have left our lock held */
+	LWLockReleaseAll();
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	release_holder(my_holder);
+	my_holder->pid = 0;
+	LWLockRelease(enrich_shared->lock);
+	my_holder = NULL;
+}
+
+/*
+ * At the end of a session's failed transaction no request of its own can
+ * still be running (every one lives inside one function call), so nothing
+ * may stay held.  The background worker keeps requests across
+ * transactions and gives them back itself.
+ */
+static void
+holder_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		release_mine();
+}
+
+/*
+ * Attaches this process to its holder slot, once: registers the exit
+ * callback and takes over the slot, giving back whatever a former user
+ * of the same PGPROC may have left in it.
+ */
+static void
+attach_holder(void)
+{
+	EnrichHolder *h;
+
+	if (my_holder != NULL)
+		return;
+	if (MyProc == NULL || MyProc->pgprocno < 0 || MyProc->pgprocno >= nholders)
+		elog(ERROR, "enrich: process has no holder slot");
+	h = &holders[MyProc->pgprocno];
+	before_shmem_exit(holder_at_exit, (Datum) 0);
+	if (!IsBackgroundWorker)
+		RegisterXactCallback(holder_xact_callback, NULL);
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (h->pid != MyProcPid)
+	{
+		release_holder(h);
+		h->pid = MyProcPid;
+	}
+	LWLockRelease(enrich_shared->lock);
+	my_holder = h;
+}
+
+/*
+ * Gives back what processes that no longer exist still count, at most
+ * every SWEEP_INTERVAL_MS per process.  Their exit callbacks do this; the
+ * sweep is for a process that could not run them.  Returns whether
+ * anything was given back.  Caller holds the lock exclusively.
+ */
+static bool
+sweep_gone(TimestampTz now)
+{
+	static TimestampTz last_sweep = 0;
+	bool		found = false;
+
+	if (now - last_sweep < SWEEP_INTERVAL_MS * 1000)
+		return false;
+	last_sweep = now;
+	for (int i = 0; i < nholders; i++)
+	{
+		EnrichHolder *h = &holders[i];
+
+		if (h->pid == 0 || h->pid == MyProcPid)
+			continue;
+		if (kill(h->pid, 0) != 0 && errno == ESRCH)
+		{
+			for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+				found |= h->hold[k].reserved > 0 || h->hold[k].in_flight > 0;
+			release_holder(h);
+			h->pid = 0;
+		}
+	}
+	return found;
+}
+
 /* Moves the credit period forward if it has ended.  Caller holds the lock. */
 static void
 roll_period(EnrichProviderShared *p, TimestampTz now)
@@ -143,25 +304,34 @@ credits_left(EnrichProviderShared *p)
 
 /*
  * Reserves one credit for a request about to be sent.  RESERVE_WAIT means
- * the budget is fully reserved by requests in flight, some of which may
- * give their credit back (a no match, a failure); RESERVE_NONE that it is
- * spent.  Always RESERVE_OK without a budget or shared memory.
+ * the budget is fully reserved by requests in flight of live processes,
+ * some of which may give their credit back (a no match, a failure);
+ * RESERVE_NONE that it is spent.  Always RESERVE_OK without a budget.
+ * Without shared memory a budget cannot be kept, so a set one refuses.
  */
 EnrichReserve
 enrich_credit_reserve(EnrichKind kind)
 {
 	EnrichProviderShared *p;
 	EnrichReserve r;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (enrich_shared == NULL)
+	{
+		enrich_limits_check_unshared(kind);
 		return RESERVE_OK;
+	}
 	enrich_limits_load();
+	attach_holder();
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	roll_period(p, GetCurrentTimestamp());
+	roll_period(p, now);
+	if (credits_left(p) == 0 && p->credits_reserved > 0)
+		(void) sweep_gone(now);
 	if (credits_left(p) != 0)
 	{
 		p->credits_reserved++;
+		my_holder->hold[kind].reserved++;
 		r = RESERVE_OK;
 	}
 	else
@@ -203,8 +373,11 @@ enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance
 		return;
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	if (reserved && p->credits_reserved > 0)
-		p->credits_reserved--;
+	if (reserved && my_holder != NULL && my_holder->hold[kind].reserved > 0)
+	{
+		my_holder->hold[kind].reserved--;
+		p->credits_reserved -= Min(1, p->credits_reserved);
+	}
 	if (charged)
 	{
 		p->credits_used++;
@@ -289,8 +462,11 @@ enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
 	if (enrich_shared == NULL)
 		return 0;
 	enrich_limits_load();
+	attach_holder();
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (p->rate_max_concurrency > 0 && p->in_flight >= p->rate_max_concurrency)
+		(void) sweep_gone(now);
 
 	if (p->paused_until > now &&
 		(honour_pauses || p->pause_reason == PAUSE_RATE))
@@ -322,7 +498,10 @@ enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
 			rate_record(p, now);
 	}
 	if (wait_ms == 0)
+	{
 		p->in_flight++;
+		my_holder->hold[kind].in_flight++;
+	}
 	LWLockRelease(enrich_shared->lock);
 	if (wait_ms > 0 && *why != PAUSE_CONCURRENCY)
 		enrich_stat_add(kind, STAT_RATE_WAITS, 1);
@@ -339,8 +518,11 @@ enrich_rate_release(EnrichKind kind)
 		return;
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	if (p->in_flight > 0)
-		p->in_flight--;
+	if (my_holder != NULL && my_holder->hold[kind].in_flight > 0)
+	{
+		my_holder->hold[kind].in_flight--;
+		p->in_flight -= Min(1, p->in_flight);
+	}
 	LWLockRelease(enrich_shared->lock);
 }
 

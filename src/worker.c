@@ -805,6 +805,9 @@ reload_settings(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 		enrich_unpause((EnrichKind) k, PAUSE_AUTH);
+	/* a DBA (and a test) can see when the new settings are in force */
+	ereport(LOG,
+			(errmsg("enrich worker reloaded its settings")));
 }
 
 /*

@@ -132,15 +132,23 @@ sub worker_pid
 		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
 }
 
-# ALTER SYSTEM SET each name => value, then reload and give the worker a
-# moment to take the new settings in (its reload is not observable).
+# ALTER SYSTEM SET each name => value (RESET for undef), then reload and, when a worker
+# runs, wait until it says it has the new settings (new sessions read
+# them at their start).
 sub set_conf
 {
 	my ($node, %settings) = @_;
 	my $sql = '';
-	$sql .= "ALTER SYSTEM SET $_ = '$settings{$_}';\n" for sort keys %settings;
+	for my $name (sort keys %settings)
+	{
+		$sql .= defined $settings{$name}
+		  ? "ALTER SYSTEM SET $name = '$settings{$name}';\n"
+		  : "ALTER SYSTEM RESET $name;\n";
+	}
+	my $offset = -s $node->logfile;
+	my $worker = worker_pid($node);
 	$node->safe_psql('postgres', $sql . 'SELECT pg_reload_conf();');
-	select(undef, undef, undef, 0.5);
+	$node->wait_for_log(qr/enrich worker reloaded its settings/, $offset) if $worker ne '';
 	return;
 }
 

@@ -285,7 +285,7 @@ for my $p ('leadlex', 'slintel')
 		enqueue($p, input_of($p, $n, 'worker'));
 		is($node->safe_psql('postgres', q{SELECT enrich.wait('30 s')}), 't', "worker, $p, $n: the queue settles");
 		check_worker($row, $p, 'worker');
-		$node->safe_psql('postgres', "ALTER SYSTEM RESET $setting; SELECT pg_reload_conf();");
+		set_conf($node, $setting => undef);
 		$node->safe_psql('postgres', "SELECT enrich.resume('$p')");
 	}
 }
