@@ -18,6 +18,7 @@ OBJS = \
 	src/cache.o \
 	src/spool.o \
 	src/sync.o \
+	src/ratelearn.o \
 	src/shmem.o \
 	src/limits.o \
 	src/queue.o \

@@ -280,6 +280,47 @@ typedef enum EnrichPause
 /* How many send times a provider's sliding rate window remembers. */
 #define ENRICH_RATE_LOG 1024
 
+/* ---- ratelearn.c ---- */
+
+/* How many answer times the learner remembers (the admitted rate's ring). */
+#define ENRICH_ADMIT_LOG 1024
+
+/* The rate a provider has shown it admits, learned from its 429s. */
+typedef struct EnrichRateLearner
+{
+	bool		enabled;		/* pacing: a 429 came and the rate is learned */
+	double		rate;			/* requests per second now */
+	double		w_max;			/* the admitted rate at the last decrease */
+	double		k;				/* seconds from the decrease back to w_max */
+	double		c_probe;		/* CUBIC's C above w_max */
+	TimestampTz throttled_at;	/* the last decrease */
+	double		tokens;
+	TimestampTz refilled_at;
+	uint64		admitted_next;	/* answers so far; the ring's next slot */
+	TimestampTz admitted[ENRICH_ADMIT_LOG];
+} EnrichRateLearner;
+
+/* What the provider announced in its X-RateLimit-* headers. */
+typedef struct EnrichRateWindow
+{
+	int64		limit;			/* X-RateLimit-Limit, -1: never sent */
+	int64		left;			/* starts that are safe in this window */
+	TimestampTz reset_at;		/* the window's end, 0: unknown */
+} EnrichRateWindow;
+
+extern void enrich_ratelearn_init(EnrichRateLearner *l, EnrichRateWindow *w);
+extern void enrich_window_observe(EnrichRateWindow *w, int64 limit, int64 remaining,
+								  TimestampTz reset_at, int in_flight);
+extern int	enrich_window_room(EnrichRateWindow *w, TimestampTz now, int in_flight,
+							   TimestampTz *more_at);
+extern void enrich_window_take(EnrichRateWindow *w);
+extern int64 enrich_learner_wait_us(EnrichRateLearner *l, TimestampTz now);
+extern void enrich_learner_take(EnrichRateLearner *l, TimestampTz now);
+extern void enrich_learner_admitted(EnrichRateLearner *l, TimestampTz now);
+extern bool enrich_learner_throttled(EnrichRateLearner *l, TimestampTz now,
+									 TimestampTz sent_at);
+extern double enrich_learner_rate(const EnrichRateLearner *l);
+
 typedef struct EnrichProviderShared
 {
 	/* the local rate limit (enrich.set_rate_limit) */
@@ -299,6 +340,10 @@ typedef struct EnrichProviderShared
 	int64		rl_remaining;
 	TimestampTz rl_reset;
 	int64		provider_balance;	/* credits_remaining, -1: unknown */
+	bool		probe_needed;	/* a 429 pause: one request first when it ends */
+	TimestampTz probe_at;		/* when that probe was sent, 0: none out */
+	EnrichRateWindow window;	/* the provider's announced window */
+	EnrichRateLearner learner;	/* the rate learned from its 429s */
 
 	/* the local credit budget (enrich.set_credit_limit) */
 	int64		credit_limit;	/* -1: none */

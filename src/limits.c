@@ -456,15 +456,15 @@ provider_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
-		Datum		v[20];
-		bool		n[20] = {false};
+		Datum		v[21];
+		bool		n[21] = {false};
 		EnrichProviderShared *p;
 		uint64		lat_n;
 
 		v[0] = CStringGetTextDatum(provider_keys[k]);
 		if (enrich_shared == NULL)
 		{
-			for (int i = 1; i < 20; i++)
+			for (int i = 1; i < 21; i++)
 				n[i] = true;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 			continue;
@@ -484,6 +484,9 @@ provider_stats(PG_FUNCTION_ARGS)
 		n[18] = n[17] || pause_names[p->pause_reason] == NULL;
 		v[19] = Int64GetDatum(p->rl_remaining);
 		n[19] = p->rl_remaining < 0;
+		/* NULL while the provider has not throttled: no pacing */
+		v[20] = Float8GetDatum(enrich_learner_rate(&p->learner));
+		n[20] = !p->learner.enabled;
 		LWLockRelease(enrich_shared->lock);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}

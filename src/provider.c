@@ -390,8 +390,13 @@ enrich_classify(EnrichJob *job, EnrichOutcome *out)
 		out->retry_after_ms = rate_limit_wait_ms(t);
 	}
 	else if (st >= 500)
+	{
 		set_failure(out, OUTCOME_TRANSIENT, ERRCODE_ENRICH_UNAVAILABLE,
 					psprintf("%s is unavailable", prov), NULL);
+		/* a 503 may say when to come back */
+		if (t->retry_after >= 0)
+			out->retry_after_ms = t->retry_after * 1000;
+	}
 	else
 		set_failure(out, OUTCOME_REJECTED, ERRCODE_ENRICH_REJECTED,
 					psprintf("%s refused the request", prov), NULL);
@@ -546,8 +551,14 @@ enrich_job_finish_try(EnrichJob *job)
 		wait_ms = enrich_backoff_ms(job->attempts);
 		if (out.kind == OUTCOME_RATE_LIMITED && out.retry_after_ms >= 0)
 			wait_ms = Max(out.retry_after_ms, 100);
-		/* a synchronous caller waits at most one request timeout for a 429 */
-		if (job->deadline == 0 || out.kind != OUTCOME_RATE_LIMITED ||
+		else if (out.kind == OUTCOME_TRANSIENT)
+			wait_ms = Max(wait_ms, out.retry_after_ms);
+		/*
+		 * a synchronous caller waits at most one request timeout for a 429
+		 * or a 503's Retry-After
+		 */
+		if (job->deadline == 0 ||
+			(out.kind != OUTCOME_RATE_LIMITED && out.retry_after_ms <= 0) ||
 			TimestampTzPlusMilliseconds(now, wait_ms) <= job->deadline)
 		{
 			/* the outcome of this try, for the queue's last_error */

@@ -105,6 +105,7 @@ enrich_shmem_startup(void)
 			p->credit_limit = -1;
 			p->provider_balance = -1;
 			p->rl_remaining = -1;
+			enrich_ratelearn_init(&p->learner, &p->window);
 			for (int s = 0; s < ENRICH_NUM_STATS; s++)
 				pg_atomic_init_u64(&p->stats[s], 0);
 		}
@@ -474,6 +475,13 @@ enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
 		*why = p->pause_reason;
 		wait_ms = (p->paused_until - now) / 1000 + 1;
 	}
+	else if (p->probe_needed && p->probe_at != 0 &&
+			 now - p->probe_at < (int64) enrich_request_timeout * 1000)
+	{
+		/* a 429 pause ended: one probe goes first, the rest wait for it */
+		*why = PAUSE_RATE;
+		wait_ms = 5;
+	}
 	else if (p->pause_reason == PAUSE_CREDITS && honour_pauses && p->in_flight > 0)
 	{
 		/* a credit pause ended: one probe at a time until one succeeds */
@@ -487,15 +495,24 @@ enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
 	}
 	else
 	{
-		int64		us = rate_wait_us(p, now);
+		TimestampTz more_at;
+		int64		us = Max(rate_wait_us(p, now), enrich_learner_wait_us(&p->learner, now));
 
+		if (enrich_window_room(&p->window, now, p->in_flight, &more_at) == 0)
+			us = Max(us, more_at != 0 ? more_at - now : 5000);
 		if (us > 0)
 		{
 			*why = PAUSE_RATE;
 			wait_ms = (us + 999) / 1000;
 		}
 		else
+		{
 			rate_record(p, now);
+			enrich_learner_take(&p->learner, now);
+			enrich_window_take(&p->window);
+			if (p->probe_needed && p->paused_until <= now)
+				p->probe_at = now;
+		}
 	}
 	if (wait_ms == 0)
 	{
@@ -581,14 +598,16 @@ enrich_paused(EnrichKind kind, TimestampTz *until)
 }
 
 /*
- * Learns from a finished try: X-RateLimit-Remaining = 0 pauses the
- * provider until X-RateLimit-Reset; a 429 until Retry-After (or Reset, or a
- * growing backoff); a 402 for a minute (then one probe at a time finds out
- * when it is paid again); a refused key for five minutes or until the
- * settings are reloaded.  The header values are kept for the views.  Done
- * as each answer arrives, so that no further request goes out meanwhile.
- * The credit and key pauses hold the worker back; only its own answers
- * set them (a synchronous caller gets its error and may try again).
+ * Learns from a finished try, as each answer arrives, so that no further
+ * request goes out meanwhile: the announced window (X-RateLimit-Remaining
+ * and Reset) and the learned rate (ratelearn.c) take the answer in;
+ * Remaining = 0 pauses the provider until Reset; a 429 until Retry-After
+ * (or Reset, or a growing backoff), after which one probe goes first; a
+ * 402 for a minute (then one probe at
+ * a time finds out when it is paid again); a refused key for five minutes
+ * or until the settings are reloaded.  The credit and key pauses hold the
+ * worker back; only its own answers set them (a synchronous caller gets
+ * its error and may try again).
  */
 void
 enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcome *out,
@@ -597,6 +616,8 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 	EnrichProviderShared *p;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz reset_at = 0;
+	TimestampTz sent_at = now - (int64) (t->elapsed * USECS_PER_SEC);
+	bool		throttled = out->kind == OUTCOME_RATE_LIMITED && out->http_status == 429;
 	int32		strikes;
 
 	if (enrich_shared == NULL)
@@ -613,6 +634,25 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 	{
 		p->rl_remaining = t->rl_remaining;
 		p->rl_reset = reset_at;
+	}
+	/* the others still out: this request is still counted in flight */
+	enrich_window_observe(&p->window, t->rl_limit, t->rl_remaining, reset_at,
+						  Max(p->in_flight - 1, 0));
+	if (throttled)
+	{
+		(void) enrich_learner_throttled(&p->learner, now, sent_at);
+		p->probe_needed = true;
+		p->probe_at = 0;
+	}
+	else if (out->http_status > 0)
+	{
+		enrich_learner_admitted(&p->learner, now);
+		/* the provider answered after its pause: the probe came back */
+		if (p->paused_until <= now)
+		{
+			p->probe_needed = false;
+			p->probe_at = 0;
+		}
 	}
 	/* 429s in a row without a wait stated back off longer and longer */
 	p->rate_strikes = out->kind == OUTCOME_RATE_LIMITED ? p->rate_strikes + 1 : 0;
@@ -655,7 +695,8 @@ enrich_rate_quota(EnrichKind kind, TimestampTz *more_at)
 	if (enrich_shared == NULL)
 		return n;
 	p = &enrich_shared->prov[kind];
-	LWLockAcquire(enrich_shared->lock, LW_SHARED);
+	/* exclusive: a turned window is reset in passing */
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 	if (p->paused_until > now)
 	{
 		n = 0;
@@ -663,8 +704,29 @@ enrich_rate_quota(EnrichKind kind, TimestampTz *more_at)
 	}
 	else if (p->pause_reason == PAUSE_CREDITS)
 		n = (p->in_flight == 0) ? 1 : 0;
+	else if (p->probe_needed)
+		n = (p->probe_at == 0) ? 1 : 0;
 	if (p->rate_max_concurrency > 0)
 		n = Min(n, p->rate_max_concurrency);
+	if (n > 0)
+	{
+		TimestampTz at;
+		int64		us = enrich_learner_wait_us(&p->learner, now);
+		int			room = enrich_window_room(&p->window, now, p->in_flight, &at);
+
+		/* paced: one at a time, when the next one may go */
+		if (us > 0 || (p->learner.enabled && n > 1))
+		{
+			n = us > 0 ? 0 : 1;
+			*more_at = us > 0 ? now + us : 0;
+		}
+		if (room < n)
+		{
+			n = room;
+			if (at != 0)
+				*more_at = *more_at == 0 ? at : Min(*more_at, at);
+		}
+	}
 	if (p->rate_requests > 0 && n > 0)
 	{
 		int			limit;

@@ -9,16 +9,17 @@
 # that does not finish, a wrong count, a cache hit that calls the provider).
 #
 #   bash test/bench/run.sh                 everything (about 5 minutes)
-#   bash test/bench/run.sh sync worker     a subset: emu sync worker batch auto
+#   bash test/bench/run.sh sync worker     a subset: emu sync worker batch auto rate
 #
 # Environment: BENCH_SECONDS (pgbench run length, default 10), BENCH_KEEP=1
-# (keep the scratch directory).  A full run writes test/bench/results.md.
+# (keep the scratch directory), BENCH_RATE_PATHS (the rate section's paths,
+# default "worker batch sync8").  A full run writes test/bench/results.md.
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync worker batch auto"
+ALL_SECTIONS="emu sync worker batch auto rate"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -489,12 +490,73 @@ bench_auto() {
   row "refresh() queueing 100,000 stale answers" "$(calc "$tr * 1000") ms" "" "" "" "$(calc "$n / $tr") rows/s; refreshed by the worker at $(calc "$n / $QT_SECS") req/s"
 }
 
+# ---------------------------------------------------------------- rate
+# Each rate figure starts from a fresh server (nothing learned yet).
+fresh_server() {
+  as_pg "$PG_BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -m fast -w restart >/dev/null || fail "restarting the cluster"
+}
+# rate_case LABEL PATH KIND N LIMIT_RATE CONTROL: runs N items of KIND
+# (company or lead) by PATH (worker, batch, sync8) against the emulator's
+# rate limit CONTROL; prints time, requests and 429s; sets RC_SECS, RC_REQ, RC_429.
+rate_case() {
+  local label=$1 path=$2 kind=$3 n=$4 prov keys fn t0 t1 out i per
+  prov=leadlex; [ "$kind" = lead ] && prov=slintel
+  local tag="rate-$path-$5"
+  if [ "$kind" = company ]; then keys="format('$tag-%s.com', g)"; else keys="format('linkedin.com/in/$tag-%s', g)"; fi
+  fresh_server
+  set_conc 16
+  emu_ctl "{\"reset\": true, \"balance\": {\"wbk_test_key\": 1000000000000}, \"daily_quota\": {\"leadlex\": 1000000000000}, \"rate_limit\": $6}"
+  t0=$(date +%s.%N)
+  case $path in
+    worker)
+      q "SELECT count(enrich.enqueue_$kind($keys)) FROM generate_series(1, $n) g" >/dev/null &&
+        out=$(q "SELECT enrich.wait('5 min')") && [ "$out" = t ] || fail "$label: the queue did not drain"
+      out=$(q "SELECT count(*) FROM enrich.queue WHERE status = 'done' AND key LIKE '%$tag-%'")
+      ;;
+    batch)
+      fn=enrich_companies; [ "$kind" = lead ] && fn=enrich_leads
+      out=$(q "SELECT count(*) FILTER (WHERE status = 'fetched') FROM $fn(ARRAY(SELECT $keys FROM generate_series(1, $n) g))")
+      ;;
+    sync8)
+      fn=enrich_company; [ "$kind" = lead ] && fn=enrich_lead
+      per=$(( n / 8 ))
+      for i in $(seq 0 7); do
+        q "DO \$\$ BEGIN FOR g IN $(( i * per + 1 ))..$(( (i + 1) * per )) LOOP PERFORM $fn($keys); END LOOP; END \$\$" >/dev/null &
+      done
+      wait
+      n=$(( per * 8 ))
+      out=$(q "SELECT count(*) FROM enrich.${kind/company/companie}s WHERE $( [ "$kind" = company ] && echo domain || echo linkedin_url ) LIKE '%$tag-%'")
+      ;;
+  esac
+  t1=$(date +%s.%N)
+  [ "$out" = "$n" ] || fail "$label: $out of $n finished"
+  RC_SECS=$(calc "$t1 - $t0" %.2f)
+  read -r RC_REQ RC_429 <<<"$(ledger_get "requests.$prov" "by_status.$prov.429")"
+}
+bench_rate() {
+  local spec label path kind n rate ctl goal_t goal_429 ideal
+  say
+  say "== 9. rate limits: the provider's limit found and kept (max_concurrency 16, 0 ms latency)"
+  for path in ${BENCH_RATE_PATHS:-worker batch sync8}; do
+    for spec in "company|200|20|{\"leadlex\": {\"per_second\": 20, \"window\": \"fixed\"}}|1.15|2|window of 20/s announced in X-RateLimit-* headers" \
+                "company|500|25|{\"leadlex\": {\"per_second\": 25, \"retry_after\": true}}|1.25|5|25/s that only says 429 + Retry-After" \
+                "lead|100|10|{\"slintel\": {\"per_second\": 10, \"max_concurrent\": 10}}|1.10|0|Slintel 10/s and 10 at once"; do
+      IFS='|' read -r kind n rate ctl goal_t goal_429 label <<<"$spec"
+      rate_case "$path: $label" "$path" "$kind" "$n" "$rate" "$ctl"
+      ideal=$(calc "$n / $rate" %.1f)
+      say "  $path, $label: $n in $RC_SECS s (the limit allows $ideal s: $(calc "$RC_SECS / $ideal" %.2f)x), $RC_429 of $RC_REQ requests answered 429 ($(calc "100 * $RC_429 / $RC_REQ" %.1f) %)"
+      row "$path: $n × $label" "$RC_SECS s, $RC_429 × 429 of $RC_REQ" "$ideal s at the limit" "$(calc "$RC_SECS / $ideal" %.2f)" "≤ ${goal_t}x, 429s ≤ ${goal_429} %" ""
+    done
+  done
+}
+
 emu_setup
 want emu && bench_emu
 want sync && bench_sync
 want worker && bench_worker
 want batch && bench_batch
 want auto && bench_auto
+want rate && bench_rate
 
 # ---------------------------------------------------------------- report
 TABLE=$(

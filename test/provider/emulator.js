@@ -568,11 +568,26 @@ function quotaRefresh(q, now) {
   }
 }
 
+// Starts a new fixed window when the whole second has turned.
+function fixedWindowRefresh(rl, now) {
+  const idx = Math.floor(now / 1000);
+  if (idx !== rl.winIdx) { rl.winIdx = idx; rl.winUsed = 0; }
+}
+
 function llHeaders(ctx, h) {
   h['X-Request-ID'] = requestId();
   const q = cfg.quota[LL];
   const now = Date.now();
   quotaRefresh(q, now);
+  const rl = cfg.rate[LL];
+  if (rl !== null && rl.fixed && ctx.rateOverride === null) {
+    // the headers describe the current one-second window
+    fixedWindowRefresh(rl, now);
+    h['X-RateLimit-Limit'] = String(rl.perSecond);
+    h['X-RateLimit-Remaining'] = String(Math.max(rl.perSecond - rl.winUsed, 0));
+    h['X-RateLimit-Reset'] = String(rl.winIdx + 1);
+    return;
+  }
   if (ctx.rateOverride !== null) {
     h['X-RateLimit-Limit'] = String(q.limit);
     h['X-RateLimit-Remaining'] = '0';
@@ -650,7 +665,16 @@ function admit(ctx) {
     return false;
   }
   const rl = cfg.rate[p];
-  if (rl !== null) {
+  if (rl !== null && rl.fixed) {
+    // a fixed window per whole second, announced in X-RateLimit-* headers
+    fixedWindowRefresh(rl, now);
+    if (rl.winUsed >= rl.perSecond) {
+      sendError(ctx, 429, 'rate_limited', 'Rate limit of ' + rl.perSecond + ' requests per second exceeded',
+        rl.retryAfter ? { 'Retry-After': '1' } : null);
+      return false;
+    }
+    rl.winUsed++;
+  } else if (rl !== null) {
     if (rl.perSecond !== null) {
       if (rl.perSecond === 0 || rl.ring[rl.pos] > now - 1000) {
         let ra = rl.perSecond === 0 ? 1 : Math.ceil((rl.ring[rl.pos] + 1000 - now) / 1000);
@@ -1294,7 +1318,8 @@ function configJson() {
   };
   const rate = (p) => {
     const r = cfg.rate[p];
-    return r === null ? null : { per_second: r.perSecond, max_concurrent: r.maxConcurrent, retry_after: r.retryAfter };
+    return r === null ? null : { per_second: r.perSecond, max_concurrent: r.maxConcurrent, retry_after: r.retryAfter,
+      window: r.fixed ? 'fixed' : 'sliding' };
   };
   const quota = (p) => {
     const q = cfg.quota[p];
@@ -1424,8 +1449,13 @@ function parseFault(v) {
 function parseRate(v, pname) {
   if (v === null) return null;
   if (!isObj(v)) cerr('rate_limit.' + pname + ' must be an object or null');
-  for (const k in v) if (k !== 'per_second' && k !== 'max_concurrent' && k !== 'retry_after') cerr('unknown rate_limit member ' + JSON.stringify(k));
-  const r = { perSecond: null, maxConcurrent: null, retryAfter: true, ring: null, pos: 0 };
+  for (const k in v) if (k !== 'per_second' && k !== 'max_concurrent' && k !== 'retry_after' && k !== 'window') cerr('unknown rate_limit member ' + JSON.stringify(k));
+  const r = { perSecond: null, maxConcurrent: null, retryAfter: true, ring: null, pos: 0,
+    fixed: false, winIdx: -1, winUsed: 0 };
+  if (v.window !== undefined) {
+    if (v.window !== 'sliding' && v.window !== 'fixed') cerr('window must be "sliding" or "fixed"');
+    r.fixed = v.window === 'fixed';
+  }
   if (v.per_second !== undefined && v.per_second !== null) {
     if (!isNonNegInt(v.per_second) || v.per_second > 1000000) cerr('per_second must be an integer 0..1000000');
     r.perSecond = v.per_second;
@@ -1439,6 +1469,7 @@ function parseRate(v, pname) {
     if (typeof v.retry_after !== 'boolean') cerr('retry_after must be a boolean');
     r.retryAfter = v.retry_after;
   }
+  if (r.fixed && (r.perSecond === null || pname !== 'leadlex')) cerr('window "fixed" needs per_second and is for leadlex');
   if (r.perSecond === null && r.maxConcurrent === null) return null;
   return r;
 }

@@ -313,6 +313,15 @@ eq "429s not charged" 4 "$(led j.charged.leadlex.wbk_test_key)"
 ctl '{"rate_limit":{"leadlex":{"per_second":1,"retry_after":false}}}'
 ll '{"domain":"acme.com"}'; ll '{"domain":"acme.com"}'
 eq "retry_after false: 429 without Retry-After" "429 " "$ST $(hdr Retry-After)"
+# a fixed window per second, announced in the headers (start early in a second)
+ctl '{"rate_limit":{"leadlex":{"per_second":3,"window":"fixed"}}}'
+while [ $(( $(date +%s%N) / 1000000 % 1000 )) -gt 300 ]; do sleep 0.01; done
+win=$(( $(date +%s) + 1 ))
+hdrs=""
+for i in 1 2 3 4; do ll '{"domain":"acme.com"}'; hdrs="$hdrs$ST/$(hdr X-RateLimit-Limit)/$(hdr X-RateLimit-Remaining)/$(hdr X-RateLimit-Reset) "; done
+eq "fixed window: 3 pass with the window in the headers, then 429" \
+  "200/3/2/$win 200/3/1/$win 200/3/0/$win 429/3/0/$win " "$hdrs"
+eq "fixed window: Retry-After 1" 1 "$(hdr Retry-After)"
 ctl '{"rate_limit":{"leadlex":{"max_concurrent":2}},"latency_ms":{"leadlex":800}}'
 for i in 1 2 3 4; do
   curl -s -o /dev/null -w '%{http_code}\n' -X POST -H 'Authorization: Bearer wbk_test_key' -H 'Content-Type: application/json' -d '{"domain":"acme.com"}' "$LLURL" >"$T/mc$i" &

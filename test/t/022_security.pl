@@ -73,10 +73,12 @@ GRANT EXECUTE ON FUNCTION enrich_company(text), enrich_lead(text), enrich_compan
 my $s = $node->background_psql('postgres');
 $s->query_safe("ALTER SYSTEM SET enrich.leadlex_api_key = '$LL_KEY'");
 $s->query_safe("ALTER SYSTEM SET enrich.slintel_api_key = '$SL_KEY'");
+my $reload_at = -s $node->logfile;
 $node->safe_psql('postgres', 'SELECT pg_reload_conf()');
 ok($node->poll_query_until('postgres', q{SELECT current_setting('enrich.leadlex_api_key') LIKE 'wbk_SECRET%'}),
 	'the keys are set');
-select(undef, undef, undef, 0.5);
+# and the worker has them
+$node->wait_for_log(qr/enrich worker reloaded its settings/, $reload_at);
 
 # ---------------------------------------------------------------------------
 # 1. Privileges of a role with no grant, and of one with EXECUTE grants.
