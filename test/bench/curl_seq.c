@@ -16,6 +16,7 @@
  * (the first request, which opens the connection, is not counted).
  */
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +61,9 @@ percentile(const double *v, int n, double q)
 	return v[lo] + (pos - lo) * (v[lo + 1] - v[lo]);
 }
 
-/* One request for <prefix>-<i>.com; returns 0 for a 200. */
+/* One try: 0 for a 200, -1 for a transport failure, 1 for another answer. */
 static int
-request(CURL *e, const char *prefix, int i)
+request_once(CURL *e, const char *prefix, int i, bool quiet)
 {
 	char		body[256];
 	char		idem[80];
@@ -85,12 +86,30 @@ request(CURL *e, const char *prefix, int i)
 	rc = curl_easy_perform(e);
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
 	curl_slist_free_all(h);
+	if (rc != CURLE_OK && quiet)
+		return -1;
 	if (rc != CURLE_OK || status != 200 || got == 0)
 	{
 		fprintf(stderr, "request %d: %s, HTTP %ld\n", i, curl_easy_strerror(rc), status);
-		return 1;
+		return rc != CURLE_OK ? -1 : 1;
 	}
 	return 0;
+}
+
+/*
+ * One request for <prefix>-<i>.com; returns 0 for a 200.  A transport
+ * failure is tried once more at once, on a new connection if need be (the
+ * emulator's HTTP/2 server ends a session after so many streams; enrich
+ * retries such a request too, after its backoff).
+ */
+static int
+request(CURL *e, const char *prefix, int i)
+{
+	int			rc = request_once(e, prefix, i, true);
+
+	if (rc < 0)
+		rc = request_once(e, prefix, i, false);
+	return rc != 0;
 }
 
 int
