@@ -78,6 +78,22 @@ static WaitEvent *wait_events = NULL;
 static int	wait_set_size = 0;
 static TimestampTz curl_due = -1;	/* when curl wants to run; -1: never */
 
+/*
+ * Transfers curl has finished and detached, not yet handed to the caller
+ * (enrich_http_next_done), oldest first.  curl often finishes a transfer
+ * inside the call that runs its timer or a socket action -- over a fast
+ * link it sends the request and reads the whole answer there -- and after
+ * that no socket event or timer will ever announce it: whoever waits must
+ * first see this queue.  Room for every transfer on the multi handle is
+ * made when it starts, so collecting one never allocates.
+ */
+static EnrichTransfer **done_queue = NULL;	/* in TopMemoryContext */
+static int	ndone = 0;
+static int	done_queue_size = 0;
+
+static void collect_finished(void);
+static void forget_finished(EnrichTransfer *t);
+
 /* Initialises libcurl once per process. */
 void
 enrich_http_init(void)
@@ -408,6 +424,16 @@ enrich_http_start(EnrichTransfer *t, const char *url,
 	CURLM	   *multi = enrich_http_multi();
 	CURLMcode	mc;
 
+	/* room to queue it once finished: collecting it must never fail */
+	if (nactive + ndone + 1 > done_queue_size)
+	{
+		int			n = Max(done_queue_size * 2, Max(nactive + ndone + 1, 16));
+
+		done_queue = done_queue == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(EnrichTransfer *) * n) :
+			repalloc(done_queue, sizeof(EnrichTransfer *) * n);
+		done_queue_size = n;
+	}
 	enrich_http_release(t);
 	t->headers = headers;
 	t->url = strdup(url);
@@ -466,6 +492,8 @@ enrich_http_active(void)
 void
 enrich_http_release(EnrichTransfer *t)
 {
+	if (ndone > 0)
+		forget_finished(t);
 	if (t->easy)
 	{
 		if (t->in_multi && enrich_multi)
@@ -496,19 +524,19 @@ enrich_http_release(EnrichTransfer *t)
 }
 
 /*
- * Returns one finished transfer, or NULL when none has finished (since the
- * last enrich_http_wait).  The finished transfer is detached from the
- * multi handle (its connection goes back to the cache) but keeps its
- * response.
+ * Takes every transfer curl reports finished off the multi handle (its
+ * connection goes back to the cache) and queues it, with its outcome, for
+ * enrich_http_next_done.  Runs after everything that lets curl work.
  */
-EnrichTransfer *
-enrich_http_next_done(void)
+static void
+collect_finished(void)
 {
-	CURLM	   *multi = enrich_http_multi();
 	int			left;
 	CURLMsg    *msg;
 
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	if (enrich_multi == NULL)
+		return;
+	while ((msg = curl_multi_info_read(enrich_multi, &left)) != NULL)
 	{
 		EnrichTransfer *t = NULL;
 		curl_off_t	usec = 0;
@@ -529,13 +557,45 @@ enrich_http_next_done(void)
 			curl_easy_getinfo(t->easy, CURLINFO_HTTP_VERSION, &version);
 			provider_proto[t->kind] = version >= CURL_HTTP_VERSION_2_0 ? 2 : 1;
 		}
-		curl_multi_remove_handle(multi, t->easy);
+		curl_multi_remove_handle(enrich_multi, t->easy);
 		t->in_multi = false;
 		nactive--;
 		nactive_kind[t->kind]--;
-		return t;
+		Assert(ndone < done_queue_size);
+		done_queue[ndone++] = t;
 	}
-	return NULL;
+}
+
+/* Takes a transfer out of the queue of finished ones, if it is there. */
+static void
+forget_finished(EnrichTransfer *t)
+{
+	for (int i = 0; i < ndone; i++)
+		if (done_queue[i] == t)
+		{
+			memmove(&done_queue[i], &done_queue[i + 1],
+					sizeof(EnrichTransfer *) * (ndone - i - 1));
+			ndone--;
+			return;
+		}
+}
+
+/*
+ * Returns one finished transfer, oldest first, or NULL when none has
+ * finished.  The finished transfer is detached from the multi handle (its
+ * connection goes back to the cache) but keeps its response.
+ */
+EnrichTransfer *
+enrich_http_next_done(void)
+{
+	EnrichTransfer *t;
+
+	collect_finished();
+	if (ndone == 0)
+		return NULL;
+	t = done_queue[0];
+	forget_finished(t);
+	return t;
 }
 
 /*
@@ -579,7 +639,8 @@ rebuild_wait_set(void)
 /*
  * Lets curl run whatever is due on its timer, then asks it when it next
  * needs to run: curl reports a new time through the timer callback only
- * when its earliest timer changes, which is not enough to know.
+ * when its earliest timer changes, which is not enough to know.  What the
+ * run finished is queued (collect_finished).
  */
 static void
 run_curl_timer(void)
@@ -593,6 +654,7 @@ run_curl_timer(void)
 	if (curl_multi_timeout(enrich_multi, &ms) != CURLM_OK)
 		ms = 1;
 	curl_due = ms < 0 ? -1 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	collect_finished();
 }
 
 /*
@@ -601,6 +663,13 @@ run_curl_timer(void)
  * are then available from enrich_http_next_done).  Returns true if the
  * latch was set (it has been reset: the caller checks for interrupts and
  * whatever else sets it).  Exits if the postmaster dies.
+ *
+ * Never sleeps past a finished transfer: curl first runs what its timer
+ * has due -- which over a fast link may send a request and read its whole
+ * answer, after which no socket event comes -- and if anything is finished
+ * and not yet collected by the caller, the wait only looks (timeout 0) at
+ * the latch and the sockets.  Every path that waits on curl (synchronous
+ * calls, batch functions, the worker) waits here.
  */
 bool
 enrich_http_wait(long timeout_ms)
@@ -611,6 +680,9 @@ enrich_http_wait(long timeout_ms)
 
 	(void) enrich_http_multi();
 	run_curl_timer();
+	collect_finished();
+	if (ndone > 0)
+		timeout_ms = 0;
 	if (wait_set == NULL || watched_changed)
 		rebuild_wait_set();
 	if (curl_due >= 0)
@@ -640,5 +712,6 @@ enrich_http_wait(long timeout_ms)
 			curl_multi_socket_action(enrich_multi, ev->fd, mask, &running);
 	}
 	run_curl_timer();
+	collect_finished();
 	return latch;
 }

@@ -6,13 +6,22 @@
  * A synchronous call writes its answer into the cache tables inside the
  * caller's transaction.  If that transaction rolls back, errors out or is
  * cancelled, the row goes with it, but the provider has been paid.  So the
- * answer is first written, fsync'd, to $PGDATA/pg_enrich/<kind>-<hash>,
- * tagged with the writer's transaction id:
+ * answer is first appended to the transaction's spool file,
+ * $PGDATA/pg_enrich/sync-<db>-<pid>-<n>, and fdatasync'd: one durable
+ * write per answer (the file's name is made durable once, when the first
+ * answer of the transaction creates it).  Each record is tagged with the
+ * writer's transaction id.  So that the next caller finds an answer by its
+ * key, the file also gets a hard link named for the key,
+ * key-<kind>-<db>-<hash>: a name only, not made durable (after a crash of
+ * the machine the worker's scan finds the answers in the file itself).
+ * Creating a file per answer cost several times the fsync (inode
+ * allocation in a directory where thousands were just removed).
  *
- *	- when the transaction commits, the file is removed (the row is safe);
- *	- otherwise it stays, and whoever comes next takes it in: the worker
- *	  (which scans the directory), or the next call for the same key, which
- *	  looks here before paying again.
+ *	- when the transaction commits, the file and its links are removed
+ *	  (the rows are safe);
+ *	- otherwise they stay, and whoever comes next takes the answers in:
+ *	  the worker (which scans the directory), or the next call for the same
+ *	  key, which looks here before paying again.
  *
  * The batch functions append all their answers, one JSON line each, to one
  * file per call as they arrive, and fsync it once at the end (or when an
@@ -62,13 +71,27 @@ typedef struct SpoolEntry
 
 static List *pending = NIL;		/* of SpoolEntry *, in TopMemoryContext */
 
-/* The file name of a key's spooled answer. */
+/*
+ * This transaction's spool file of synchronous answers: opened with the
+ * first answer, closed when the transaction ends.  It is not a transient
+ * file of fd.c (those are closed by the transaction's end before our
+ * callback runs), so it is counted with AcquireExternalFD.
+ */
+static int	sync_fd = -1;
+static char sync_path[MAXPGPATH];
+static SpoolEntry *sync_entry = NULL;	/* its entry in pending */
+
+/*
+ * The name by which a key's spooled answer is found: a hard link to the
+ * spool file that holds it.  (Earlier builds wrote a file per answer under
+ * the same name without "key-"; the worker's scan takes those in.)
+ */
 static void
-spool_path(EnrichKind kind, const char *key, char *path)
+spool_key_path(EnrichKind kind, const char *key, char *path)
 {
 	uint64		h = hash_bytes_extended((const unsigned char *) key, strlen(key), 0);
 
-	snprintf(path, MAXPGPATH, SPOOL_DIR "/%s-%u-%016llx",
+	snprintf(path, MAXPGPATH, SPOOL_DIR "/key-%s-%u-%016llx",
 			 enrich_kind_name(kind), MyDatabaseId, (unsigned long long) h);
 }
 
@@ -83,7 +106,7 @@ spool_ensure_dir(void)
 }
 
 /* Remembers a file to remove when this transaction commits. */
-static void
+static SpoolEntry *
 spool_remember(const char *path)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -93,6 +116,20 @@ spool_remember(const char *path)
 	e->subid = GetCurrentSubTransactionId();
 	pending = lappend(pending, e);
 	MemoryContextSwitchTo(old);
+	return e;
+}
+
+/* Closes this transaction's spool file of synchronous answers, if open. */
+static void
+spool_sync_close(void)
+{
+	if (sync_fd >= 0)
+	{
+		close(sync_fd);
+		ReleaseExternalFD();
+	}
+	sync_fd = -1;
+	sync_entry = NULL;
 }
 
 /*
@@ -146,36 +183,69 @@ spool_write_all(int fd, const char *path, StringInfo buf)
 
 /*
  * Writes an answer (or a "no match") durably before anyone can lose it.
- * Called as soon as the answer is parsed, before the cache row is written.
+ * Called as soon as the answer is parsed, before the cache row is written,
+ * with the key's lock held: appends it to this transaction's spool file
+ * and fdatasyncs that (one durable write), then links the file under the
+ * key's name for the next caller.
  */
 void
 enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 				   TimestampTz fetched_at)
 {
+	static uint32 counter = 0;
 	StringInfoData buf;
-	char		path[MAXPGPATH];
-	char		tmp[MAXPGPATH];
-	int			fd;
+	char		link_path[MAXPGPATH];
 
 	initStringInfo(&buf);
 	spool_record(&buf, GetTopFullTransactionId(), kind, key, out, fetched_at);
-	spool_ensure_dir();
-	spool_path(kind, key, path);
-	snprintf(tmp, MAXPGPATH, "%s.%d.tmp", path, MyProcPid);
-	fd = OpenTransientFile(tmp, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
-	if (fd < 0)
+	if (sync_fd < 0)
+	{
+		spool_ensure_dir();
+		snprintf(sync_path, MAXPGPATH, SPOOL_DIR "/sync-%u-%d-%u",
+				 MyDatabaseId, MyProcPid, ++counter);
+		if (!AcquireExternalFD())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+					 errmsg("no file descriptor left for \"%s\"", sync_path)));
+		sync_fd = open(sync_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | PG_BINARY,
+					   pg_file_create_mode);
+		if (sync_fd < 0)
+		{
+			ReleaseExternalFD();
+			ereport(ERROR,
+					(errcode_for_file_access(),
+					 errmsg("could not create file \"%s\": %m", sync_path)));
+		}
+		sync_entry = spool_remember(sync_path);
+		/* the file's name is durable once, before its first answer */
+		fsync_fname_ext(SPOOL_DIR, true, false, ERROR);
+	}
+	errno = 0;
+	if (write(sync_fd, buf.data, buf.len) != buf.len)
+	{
+		if (errno == 0)
+			errno = ENOSPC;
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not create file \"%s\": %m", tmp)));
-	spool_write_all(fd, tmp, &buf);
-	if (CloseTransientFile(fd) != 0)
+				 errmsg("could not write file \"%s\": %m", sync_path)));
+	}
+	if (pg_fdatasync(sync_fd) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not close file \"%s\": %m", tmp)));
-	/* fsyncs the file and the directory */
-	durable_rename(tmp, path, ERROR);
-	spool_remember(path);
+				 errmsg("could not fsync file \"%s\": %m", sync_path)));
 	pfree(buf.data);
+
+	/*
+	 * The key's name, for the next caller.  One left by an earlier
+	 * transaction (its answer was stale, or we would not have paid) goes.
+	 */
+	spool_key_path(kind, key, link_path);
+	if (link(sync_path, link_path) != 0 &&
+		(errno != EEXIST || unlink(link_path) != 0 || link(sync_path, link_path) != 0))
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not link file \"%s\" to \"%s\": %m", sync_path, link_path)));
+	spool_remember(link_path);
 }
 
 /*
@@ -426,15 +496,37 @@ enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
 	char		path[MAXPGPATH];
 	size_t		len;
 	char	   *data;
+	char	   *line;
+	char	   *end;
+	bool		found = false;
 
-	spool_path(kind, key, path);
+	spool_key_path(kind, key, path);
 	data = spool_read_file(path, &len);
 	if (data == NULL)
 		return false;
-	if (!spool_parse(path, data, len, sp) || sp->kind != kind ||
-		strcmp(sp->key, key) != 0 || sp->db != MyDatabaseId)
+	/* the file holds its transaction's answers, one a line: the last for this key */
+	line = data;
+	end = data + len;
+	while (line < end)
+	{
+		char	   *nl = memchr(line, '\n', end - line);
+		size_t		llen = (nl ? nl : end) - line;
+		EnrichSpooled one;
+
+		if (nl)
+			*nl = '\0';
+		if (llen > 0 && spool_parse(path, line, llen, &one) && one.kind == kind &&
+			strcmp(one.key, key) == 0 && one.db == MyDatabaseId)
+		{
+			*sp = one;
+			found = true;
+		}
+		line += llen + 1;
+	}
+	if (!found)
 		return false;
 	sp->owner_running = spool_owner_running(sp->fxid);
+	/* taken over: the name goes with our commit (the worker takes the file) */
 	if (!sp->owner_running)
 		spool_remember(path);
 	return true;
@@ -451,6 +543,13 @@ spool_ingest_file(const char *path, char *data, size_t len, bool worker)
 	char	   *line = data;
 	char	   *end = data + len;
 	int			n = 0;
+	struct stat st;
+	List	   *links = NIL;
+	ListCell   *lc;
+
+	/* a synchronous call's file has links named for its keys: they go too */
+	if (stat(path, &st) != 0)
+		return 0;
 
 	while (line < end)
 	{
@@ -473,10 +572,22 @@ spool_ingest_file(const char *path, char *data, size_t len, bool worker)
 				return 0;
 			enrich_cache_store_at(sp.kind, sp.key, &sp.out, sp.fetched_at);
 			n++;
+			if (strncmp(path, SPOOL_DIR "/sync-", strlen(SPOOL_DIR "/sync-")) == 0)
+			{
+				char		link_path[MAXPGPATH];
+				struct stat lst;
+
+				spool_key_path(sp.kind, sp.key, link_path);
+				if (stat(link_path, &lst) == 0 && lst.st_ino == st.st_ino &&
+					lst.st_dev == st.st_dev)
+					links = lappend(links, pstrdup(link_path));
+			}
 		}
 		line += llen + 1;
 	}
 	spool_remember(path);
+	foreach(lc, links)
+		spool_remember((char *) lfirst(lc));
 	return n;
 }
 
@@ -507,7 +618,9 @@ enrich_spool_ingest_all(bool worker_files)
 		size_t		len;
 		char	   *data;
 
+		/* key- names are links to files of the directory: found by name */
 		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL ||
+			strncmp(de->d_name, "key-", 4) == 0 ||
 			strcmp(de->d_name, own) == 0 ||
 			(!worker_files && strncmp(de->d_name, "worker-", 7) == 0))
 			continue;
@@ -554,6 +667,7 @@ spool_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			spool_sync_close();
 			foreach(lc, pending)
 			{
 				SpoolEntry *e = (SpoolEntry *) lfirst(lc);
@@ -568,6 +682,7 @@ spool_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* the files stay for the worker or the next caller */
+			spool_sync_close();
 			enrich_wake_worker();
 			break;
 		default:
@@ -584,6 +699,13 @@ spool_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	ListCell   *lc;
 
+	/*
+	 * The synchronous answers of a subtransaction that rolls back are in
+	 * the transaction's one file: it stays, whatever its own entry says
+	 * (answers that do commit are taken in again, which changes nothing).
+	 */
+	if (event == SUBXACT_EVENT_ABORT_SUB && sync_entry != NULL)
+		sync_entry->keep = true;
 	foreach(lc, pending)
 	{
 		SpoolEntry *e = (SpoolEntry *) lfirst(lc);

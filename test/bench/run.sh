@@ -9,17 +9,19 @@
 # that does not finish, a wrong count, a cache hit that calls the provider).
 #
 #   bash test/bench/run.sh                 everything (about 5 minutes)
-#   bash test/bench/run.sh sync worker     a subset: emu sync worker batch auto rate
+#   bash test/bench/run.sh sync worker     a subset: emu sync syncmiss worker batch auto rate
 #
 # Environment: BENCH_SECONDS (pgbench run length, default 10), BENCH_KEEP=1
 # (keep the scratch directory), BENCH_RATE_PATHS (the rate section's paths,
-# default "worker batch sync8").  A full run writes test/bench/results.md.
+# default "worker batch sync8"), ENRICH_PRIVATE=DIR (build and run in a
+# private copy of PostgreSQL, scripts/lib.sh build_install).  A full run
+# writes test/bench/results.md.
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync worker batch auto rate"
+ALL_SECTIONS="emu sync syncmiss worker batch auto rate"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -44,7 +46,7 @@ calc() { awk "BEGIN { printf \"${2:-%.0f}\", ($1) }"; }
 
 # ---------------------------------------------------------------- set-up
 say "== build and install"
-if ! { make -C "$ROOT" -s && make -C "$ROOT" -s install; } >/tmp/enrich-bench-build.$$ 2>&1; then
+if ! build_install >/tmp/enrich-bench-build.$$ 2>&1; then
   cat /tmp/enrich-bench-build.$$; rm -f /tmp/enrich-bench-build.$$
   echo "run.sh: build failed" >&2; exit 1
 fi
@@ -276,6 +278,89 @@ bench_sync() {
   say "  best of 2: kept-alive $(calc "$bka") calls/s, new connection each $(calc "$bno") calls/s, ratio $ratio"
   [ "$cka" -le 2 ] || fail "keep-alive used $cka connections for $n calls"
   row "cache miss, HTTPS, 0 ms, kept-alive (one statement, $n calls)" "$(calc "$bka") calls/s" "$(calc "$bno")/s new connection each" "$ratio" "well ahead" "$cka vs $cno connections; kept-alive: $note_ka"
+}
+
+# ---------------------------------------------------------------- syncmiss
+# Synchronous misses one after another, as `SELECT enrich_company(domain)
+# FROM accounts` makes them, against libcurl alone making the same requests
+# one after another on one kept-alive connection (test/bench/curl_seq.c):
+# at 0 and 1 ms provider latency, over plain HTTP and HTTPS.  Each call is
+# timed inside the server with clock_timestamp() around it, in a PL/pgSQL
+# loop that is one statement (its own cost is a few microseconds a call);
+# the client's requests are timed the same way, around curl_easy_perform.
+bench_syncmiss() {
+  local lat proto n rep run=0 out url base ratio goal_r goal_m
+  say
+  say "== 2b. synchronous misses one at a time: enrich_company() in one statement vs libcurl alone (test/bench/curl_seq.c)"
+  if ! cc -O2 -Wall -o "$WORK/curl_seq" "$BENCH/curl_seq.c" $(pkg-config --cflags --libs libcurl) 2>"$WORK/cc-seq.log"; then
+    fail "building test/bench/curl_seq.c: $(cat "$WORK/cc-seq.log")"; return
+  fi
+  q "CREATE OR REPLACE FUNCTION bench_syncmiss(prefix text, n int,
+       OUT answered int, OUT secs float8, OUT p50 float8, OUT p99 float8, OUT max_ms float8)
+     LANGUAGE plpgsql AS \$\$
+     DECLARE t0 timestamptz; ts timestamptz; lat float8[] := '{}'; r jsonb;
+     BEGIN
+       answered := 0;
+       t0 := clock_timestamp();
+       FOR g IN 1 .. n LOOP
+         ts := clock_timestamp();
+         r := enrich_company(format('%s-%s.com', prefix, g));
+         lat := lat || extract(epoch FROM clock_timestamp() - ts)::float8 * 1000;
+         IF r IS NOT NULL THEN answered := answered + 1; END IF;
+       END LOOP;
+       secs := extract(epoch FROM clock_timestamp() - t0);
+       SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x), percentile_cont(0.99) WITHIN GROUP (ORDER BY x), max(x)
+         INTO p50, p99, max_ms FROM unnest(lat) x;
+     END \$\$" >/dev/null || { fail "creating bench_syncmiss()"; return; }
+  for lat in 0 1; do
+    set_latency "$lat"
+    n=$([ "$lat" = 0 ] && echo 2000 || echo 1000)
+    for proto in HTTP HTTPS; do
+      if [ $proto = HTTP ]; then base="http://127.0.0.1:$EMU_HTTP/functions/v1/api-gateway"
+      else base="https://127.0.0.1:$EMU_HTTPS/functions/v1/api-gateway"; fi
+      # best of 2 each (by rate), alternating, so that drift hits both sides
+      local e_rate=0 e_p50 e_p99 e_max c_rate=0 c_p50 c_p99 c_max r0 r1 e_note
+      for rep in 1 2; do
+        run=$((run + 1))
+        out=$("$WORK/curl_seq" "$base" "$EMU_CA" "$n" "seqc-$lat-${proto,,}-$run" 2>&1) || fail "curl_seq $proto $lat ms: $(tail -3 <<<"$out")"
+        local rate p50 p99 mx
+        rate=$(sed -n 's/.*rate=\([0-9.]*\).*/\1/p' <<<"$out"); p50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$out")
+        p99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$out"); mx=$(sed -n 's/.*max_ms=\([0-9.]*\).*/\1/p' <<<"$out")
+        say "  $proto, $lat ms, run $rep: libcurl alone ${rate:-?} calls/s, p50 ${p50:-?} ms, p99 ${p99:-?} ms, max ${mx:-?} ms"
+        if [ -n "$rate" ] && [ "$(calc "$rate > $c_rate" %d)" = 1 ]; then c_rate=$rate; c_p50=$p50; c_p99=$p99; c_max=$mx; fi
+
+        r0=$(ledger_get requests.leadlex)
+        cpu_begin
+        out=$("${PSQL[@]}" -F ' ' -c "SET enrich.leadlex_url = '$base'" \
+          -c "SELECT answered, secs, p50, p99, max_ms FROM bench_syncmiss('seqe-$lat-${proto,,}-$run', $n)" 2>&1) ||
+          { fail "enrich_company() misses, $proto $lat ms: $out"; continue; }
+        cpu_end
+        r1=$(ledger_get requests.leadlex)
+        local ans secs
+        read -r ans secs p50 p99 mx <<<"$out"
+        rate=$(calc "$n / $secs" %.1f)
+        say "  $proto, $lat ms, run $rep: enrich_company() $rate calls/s, p50 $(calc "$p50" %.3f) ms, p99 $(calc "$p99" %.3f) ms, max $(calc "$mx" %.3f) ms; $((r1 - r0)) requests"
+        [ "$ans" = "$n" ] || fail "enrich_company() misses, $proto $lat ms: $ans answers of $n"
+        [ $((r1 - r0)) -eq "$n" ] || fail "enrich_company() misses, $proto $lat ms: $((r1 - r0)) requests for $n calls"
+        if [ "$(calc "$rate > $e_rate" %d)" = 1 ]; then e_rate=$rate; e_p50=$p50; e_p99=$p99; e_max=$mx; e_note=$CPU_NOTE; fi
+      done
+      ratio=$(calc "$e_rate / $c_rate" %.2f)
+      goal_r=""
+      if [ $proto = HTTP ] && [ "$lat" = 0 ]; then goal_r="≥ 0.6"; fi
+      if [ "$lat" = 1 ]; then goal_r="≥ 0.8"; fi
+      local verdict=""
+      [ -n "$goal_r" ] && verdict=$([ "$(calc "$ratio >= ${goal_r#≥ }" %d)" = 1 ] && echo met || echo "NOT met")
+      goal_m=$(calc "5 * $e_p50 + 20" %.1f)
+      local mverdict; mverdict=$([ "$(calc "$e_max <= $goal_m" %d)" = 1 ] && echo met || echo "NOT met")
+      say "  $proto, $lat ms, best of 2: enrich $(calc "$e_rate") calls/s vs libcurl alone $(calc "$c_rate") calls/s: ratio $ratio${goal_r:+ (goal $goal_r: $verdict)};" \
+          "max $(calc "$e_max" %.1f) ms vs 5 × p50 + 20 = $goal_m ms ($mverdict)"
+      row "sync miss, one at a time, $proto, $lat ms (one statement, $n calls)" \
+        "$(calc "$e_rate") calls/s; p50 $(calc "$e_p50" %.2f) / p99 $(calc "$e_p99" %.2f) / max $(calc "$e_max" %.1f) ms" \
+        "$(calc "$c_rate") calls/s libcurl alone; p50 $(calc "$c_p50" %.2f) / p99 $(calc "$c_p99" %.2f) / max $(calc "$c_max" %.1f) ms" \
+        "$ratio" "${goal_r:+ratio $goal_r ($verdict); }max ≤ 5 × p50 + 20 ms ($mverdict)" "enrich: $e_note"
+    done
+  done
+  set_latency 0
 }
 
 # ---------------------------------------------------------------- worker
@@ -553,6 +638,7 @@ bench_rate() {
 emu_setup
 want emu && bench_emu
 want sync && bench_sync
+want syncmiss && bench_syncmiss
 want worker && bench_worker
 want batch && bench_batch
 want auto && bench_auto
