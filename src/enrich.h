@@ -160,6 +160,7 @@ typedef struct EnrichOutcome
 	char	   *provider_code;	/* e.g. "no_match", or NULL */
 	char	   *request_id;		/* X-Request-ID, or NULL */
 	int64		retry_after_ms; /* for RATE_LIMITED, -1 when unknown */
+	bool		conn_lost;		/* the connection went away under the request */
 
 	/* the answer, for MATCH */
 	Jsonb	   *result;

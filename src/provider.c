@@ -296,6 +296,7 @@ classify_curl_error(EnrichJob *job, EnrichOutcome *out)
 		default:
 			set_failure(out, OUTCOME_TRANSIENT, ERRCODE_CONNECTION_FAILURE,
 						psprintf("connection to %s failed", prov), NULL);
+			out->conn_lost = true;
 			break;
 	}
 }
@@ -553,6 +554,13 @@ enrich_job_finish_try(EnrichJob *job)
 			wait_ms = Max(out.retry_after_ms, 100);
 		else if (out.kind == OUTCOME_TRANSIENT)
 			wait_ms = Max(wait_ms, out.retry_after_ms);
+		/*
+		 * A connection that went away under its first try (a kept-alive
+		 * one the server closed, an HTTP/2 session it ended) is no sign
+		 * of trouble: the first retry goes at once, on a new one.
+		 */
+		if (out.conn_lost && job->attempts == 1)
+			wait_ms = 0;
 		/*
 		 * a synchronous caller waits at most one request timeout for a 429
 		 * or a 503's Retry-After
