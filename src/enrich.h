@@ -411,6 +411,9 @@ extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *s
 extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
 
+/* ---- ops.c ---- */
+extern void enrich_require_primary(const char *what);
+
 /* ---- worker.c ---- */
 extern void enrich_worker_register(void);
 extern void enrich_wake_worker(void);
@@ -455,5 +458,6 @@ extern void enrich_queue_update(EnrichQueueUpdates *u, int64 id, const char *sta
 extern void enrich_queue_flush(EnrichQueueUpdates *u);
 extern int	enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items);
 extern int	enrich_queue_recover(void);
+extern int	enrich_queue_requeue_orphans(int n, int64 *held);
 
 #endif							/* ENRICH_H */

@@ -38,6 +38,7 @@ static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr pending_plan = NULL;
 static SPIPlanPtr update_plan = NULL;
 static SPIPlanPtr claim_plan[ENRICH_NUM_KINDS];
+static SPIPlanPtr orphans_plan = NULL;
 
 /*
  * The worker's claim: due queued items of one kind, oldest due first, each
@@ -300,6 +301,31 @@ enrich_queue_recover(void)
 	if (SPI_execute("UPDATE enrich.queue SET status = 'queued', updated_at = pg_catalog.now() "
 					"WHERE status OPERATOR(pg_catalog.=) 'in_flight'", false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not queue interrupted items again");
+	return (int) SPI_processed;
+}
+
+/*
+ * Queues again the items in flight that the worker does not hold (held:
+ * the ids of its slots, and of the items it had to leave in flight): a
+ * restore of a dump taken while they were in flight brings them back so.
+ * Runs in the worker's transaction, connected to SPI.  Returns how many.
+ */
+int
+enrich_queue_requeue_orphans(int n, int64 *held)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		args[1];
+
+	for (int i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(held[i]);
+	args[0] = enrich_make_array(ids, NULL, n, INT8OID);
+	if (SPI_execute_plan(enrich_keep_plan(&orphans_plan,
+										  "UPDATE enrich.queue SET status = 'queued', updated_at = pg_catalog.now()"
+										  " WHERE status OPERATOR(pg_catalog.=) 'in_flight'"
+										  "   AND id OPERATOR(pg_catalog.<>) ALL ($1)", 1, types),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not queue orphaned items again");
 	return (int) SPI_processed;
 }
 
