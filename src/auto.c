@@ -195,6 +195,7 @@ auto_enrich(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
+	enrich_require_primary("configure enrich.auto_enrich");
 	keyatt = column_attnum(relid, keycol);
 	resatt = column_attnum(relid, rescol);
 	check_target(relid, keyatt, resatt);
@@ -283,6 +284,7 @@ stop_auto_enrich(PG_FUNCTION_ARGS)
 	uint64		n;
 	SPITupleTable *tt;
 
+	enrich_require_primary("stop enrich.auto_enrich");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (exists)

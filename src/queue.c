@@ -342,6 +342,7 @@ enqueue_one(EnrichKind kind, text *arg)
 
 	if (key == NULL)
 		enrich_report_invalid(kind, input, reason);
+	enrich_require_primary("queue work");
 	enrich_require_worker();
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -468,6 +469,7 @@ refresh(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_items must not be negative")));
+	enrich_require_primary("queue work");
 	enrich_require_worker();
 
 	values[0] = CStringGetTextDatum(kname);
