@@ -41,3 +41,10 @@ CREATE TRIGGER restore_limit_row BEFORE INSERT ON enrich.rate_limits
     FOR EACH ROW EXECUTE FUNCTION enrich.restore_limit_row();
 CREATE TRIGGER restore_limit_row BEFORE INSERT ON enrich.credit_limits
     FOR EACH ROW EXECUTE FUNCTION enrich.restore_limit_row();
+
+------------------------------------------------------------------------
+-- Retention: the worker deletes finished items older than
+-- enrich.queue_retention, oldest first, through this index.
+------------------------------------------------------------------------
+CREATE INDEX queue_finished_idx ON enrich.queue (finished_at)
+    WHERE status IN ('done', 'no_match', 'failed');

@@ -65,6 +65,7 @@ extern int	enrich_request_timeout; /* milliseconds */
 extern int	enrich_max_attempts;
 extern int	enrich_max_response_size;	/* kilobytes */
 extern bool enrich_keep_alive;
+extern int	enrich_queue_retention;	/* seconds, -1: keep every finished row */
 
 extern void enrich_define_gucs(void);
 extern void enrich_install_log_redaction(void);
@@ -459,5 +460,6 @@ extern void enrich_queue_flush(EnrichQueueUpdates *u);
 extern int	enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items);
 extern int	enrich_queue_recover(void);
 extern int	enrich_queue_requeue_orphans(int n, int64 *held);
+extern int	enrich_queue_delete_finished(TimestampTz before, int limit);
 
 #endif							/* ENRICH_H */

@@ -39,6 +39,7 @@ static SPIPlanPtr pending_plan = NULL;
 static SPIPlanPtr update_plan = NULL;
 static SPIPlanPtr claim_plan[ENRICH_NUM_KINDS];
 static SPIPlanPtr orphans_plan = NULL;
+static SPIPlanPtr retention_plan = NULL;
 
 /*
  * The worker's claim: due queued items of one kind, oldest due first, each
@@ -326,6 +327,30 @@ enrich_queue_requeue_orphans(int n, int64 *held)
 										  "   AND id OPERATOR(pg_catalog.<>) ALL ($1)", 1, types),
 						 args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not queue orphaned items again");
+	return (int) SPI_processed;
+}
+
+/*
+ * Deletes up to `limit` finished items (done, no_match, failed) that
+ * finished before `before`, oldest first; never an unfinished one.  Runs
+ * in the worker's transaction, connected to SPI.  Returns how many.
+ */
+int
+enrich_queue_delete_finished(TimestampTz before, int limit)
+{
+	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		args[2] = {TimestampTzGetDatum(before), Int32GetDatum(limit)};
+
+	if (SPI_execute_plan(enrich_keep_plan(&retention_plan,
+										  "DELETE FROM enrich.queue"
+										  " WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+										  "   SELECT ctid FROM enrich.queue"
+										  "    WHERE status IN ('done', 'no_match', 'failed')"
+										  "      AND finished_at OPERATOR(pg_catalog.<) $1"
+										  "    ORDER BY finished_at LIMIT $2))"
+										  "   AND status IN ('done', 'no_match', 'failed')", 2, types),
+						 args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete finished queue items");
 	return (int) SPI_processed;
 }
 

@@ -34,7 +34,9 @@
  * When the worker starts, in_flight items are queued again; a LeadLex
  * retry reuses the item's Idempotency-Key, so it is not charged twice.
  * Every 10 seconds a queue pass (queue_pass) queues again the items in
- * flight that no slot holds (a restored dump brings them back so).
+ * flight that no slot holds (a restored dump brings them back so) and
+ * deletes finished items older than enrich.queue_retention, in short
+ * transactions of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -67,8 +69,13 @@
 #define HOLD_MAX_MS 2000
 /* Answers wait at most this long to be written together with others. */
 #define WRITE_DELAY_MS 20
-/* How often the queue pass requeues orphans. */
+/* How often the queue pass requeues orphans and deletes old finished items ... */
 #define QUEUE_PASS_MS 10000
+/* ... how many per transaction, and for how long at most in one go. */
+#define RETENTION_BATCH 1000
+#define RETENTION_SLICE_MS 50
+/* With more to delete, the next slice comes this much later. */
+#define QUEUE_PASS_AGAIN_MS 100
 
 /* One request slot: a claimed queue item and its job. */
 typedef struct Slot
@@ -747,18 +754,25 @@ run_turn(bool house, bool writes)
 		write_each();
 }
 
-/* ---- the queue pass: orphans ---- */
+/* ---- the queue pass: orphans and retention ---- */
 
 /*
  * Every QUEUE_PASS_MS: queues again the items in flight that this worker
- * does not hold (a restored dump brings them back in flight), in a short
- * transaction of its own.
+ * does not hold (a restored dump brings them back in flight), and deletes
+ * finished items older than enrich.queue_retention, RETENTION_BATCH in a
+ * transaction, for at most RETENTION_SLICE_MS; with more to delete it
+ * comes back after QUEUE_PASS_AGAIN_MS, between turns, so that requests go
+ * on meanwhile and no lock is held long.  Unfinished items and the cache
+ * are never touched.
  */
 static void
 queue_pass(void)
 {
+	TimestampTz start = GetCurrentTimestamp();
 	int64	   *held = palloc(sizeof(int64) * (nslots + nleft + 1));
 	int			nheld = 0;
+	volatile bool more = false;
+	volatile int deleted = 0;
 
 	for (int i = 0; i < nslots; i++)
 		if (slots[i]->used)
@@ -776,6 +790,22 @@ queue_pass(void)
 			ereport(LOG,
 					(errmsg("enrich worker queued %d item(s) found in flight again", n),
 					 errdetail("No request of this worker was in flight for them (a restored dump brings items back so).")));
+		while (enrich_queue_retention >= 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			tx_begin(false);
+			n = enrich_queue_delete_finished(start - (TimestampTz) enrich_queue_retention * USECS_PER_SEC,
+											 RETENTION_BATCH);
+			tx_commit();
+			deleted += n;
+			if (n < RETENTION_BATCH)
+				break;
+			if (GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(start, RETENTION_SLICE_MS))
+			{
+				more = true;
+				break;
+			}
+		}
 	}
 	PG_CATCH();
 	{
@@ -783,7 +813,11 @@ queue_pass(void)
 	}
 	PG_END_TRY();
 	pfree(held);
-	next_queue_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), QUEUE_PASS_MS);
+	if (deleted > 0)
+		ereport(DEBUG1,
+				(errmsg("enrich worker deleted %d finished queue item(s)", deleted)));
+	next_queue_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 more ? QUEUE_PASS_AGAIN_MS : QUEUE_PASS_MS);
 }
 
 /* ---- requests ---- */
