@@ -24,7 +24,8 @@ OBJS = \
 	src/queue.o \
 	src/worker.o \
 	src/batch.o \
-	src/auto.o
+	src/auto.o \
+	src/ops.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)

@@ -1,4 +1,4 @@
-/* enrich--0.2.0--0.3.0.sql: operations (dump and restore, standby, retention) */
+/* enrich--0.2.0--0.3.0.sql: operations (dump and restore, standby, retention), the learned rate */
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION enrich UPDATE TO '0.3.0'" to load this file. \quit
@@ -22,3 +22,53 @@ CREATE FUNCTION enrich.provider_stats(
 CREATE VIEW enrich.stats AS SELECT * FROM enrich.provider_stats();
 COMMENT ON VIEW enrich.stats IS 'per provider counters since the server started; learned_rate: requests per second while pacing after 429s';
 GRANT SELECT ON enrich.stats TO PUBLIC;
+
+------------------------------------------------------------------------
+-- Dump and restore: pg_dump keeps what was paid for and what was set up.
+--
+-- pg_dump dumps the rows of the tables marked here after CREATE
+-- EXTENSION, and loads them before the user's triggers are created (those
+-- come in its post-data section), so a restored auto_enrich table does not
+-- queue its rows again.  Finished queue rows are history: only unfinished
+-- items are dumped, with the sequence, so that ids go on where they were.
+------------------------------------------------------------------------
+
+-- Targets are kept by name in a dump: the table's OID changes in a restore.
+ALTER TABLE enrich.auto_inbox ALTER COLUMN target TYPE regclass;
+ALTER TABLE enrich.auto_keys ALTER COLUMN target TYPE regclass;
+
+SELECT pg_catalog.pg_extension_config_dump('enrich.companies', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.leads', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.queue',
+    $$WHERE status IN ('queued', 'in_flight', 'waiting_credits')$$);
+SELECT pg_catalog.pg_extension_config_dump('enrich.queue_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.auto_targets', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.auto_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.auto_inbox', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.rate_limits', '');
+SELECT pg_catalog.pg_extension_config_dump('enrich.credit_limits', '');
+
+-- CREATE EXTENSION makes one row per provider in the limit tables, and a
+-- restore then loads the dumped rows for the same providers: a dumped row
+-- replaces the installed one (and the limits in shared memory are read
+-- again) instead of colliding with it.
+CREATE FUNCTION enrich.restore_limit_row() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'restore_limit_row'
+    LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION enrich.restore_limit_row() FROM PUBLIC;
+
+CREATE TRIGGER restore_limit_row BEFORE INSERT ON enrich.rate_limits
+    FOR EACH ROW EXECUTE FUNCTION enrich.restore_limit_row();
+CREATE TRIGGER restore_limit_row BEFORE INSERT ON enrich.credit_limits
+    FOR EACH ROW EXECUTE FUNCTION enrich.restore_limit_row();
+
+------------------------------------------------------------------------
+-- Retention: the worker deletes finished items older than
+-- enrich.queue_retention, oldest first, through this index.
+------------------------------------------------------------------------
+CREATE INDEX queue_finished_idx ON enrich.queue (finished_at)
+    WHERE status IN ('done', 'no_match', 'failed');
+-- Vacuumed early, so that the space of deleted items is used again before
+-- the table and its indexes grow (the default waits for a fifth of the rows).
+ALTER TABLE enrich.queue SET (autovacuum_vacuum_scale_factor = 0.02,
+                              autovacuum_vacuum_insert_scale_factor = 0.02);

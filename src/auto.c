@@ -195,6 +195,7 @@ auto_enrich(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
+	enrich_require_primary("configure enrich.auto_enrich");
 	keyatt = column_attnum(relid, keycol);
 	resatt = column_attnum(relid, rescol);
 	check_target(relid, keyatt, resatt);
@@ -283,6 +284,7 @@ stop_auto_enrich(PG_FUNCTION_ARGS)
 	uint64		n;
 	SPITupleTable *tt;
 
+	enrich_require_primary("stop enrich.auto_enrich");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (exists)
@@ -733,12 +735,21 @@ enrich_auto_take_inbox(void)
 	/*
 	 * Rows only count for tables configured by enrich.auto_enrich: anyone
 	 * else's trigger calling our trigger function must not queue (and so
-	 * pay for) anything.
+	 * pay for) anything.  Rows of a table that exists but has no trigger
+	 * on our function wait: that is a table a restore is loading (pg_dump
+	 * creates triggers after all the data, so enrich.auto_targets and the
+	 * cache may not be loaded yet either); rows of a dropped table go.
 	 */
 	exec_owner("DELETE FROM enrich.auto_inbox i WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
-			   "  SELECT ctid FROM enrich.auto_inbox LIMIT $1)) "
+			   "  SELECT w.ctid FROM enrich.auto_inbox w"
+			   "   WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+			   "                      WHERE c.oid OPERATOR(pg_catalog.=) w.target::pg_catalog.oid)"
+			   "      OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g"
+			   "                  WHERE g.tgrelid OPERATOR(pg_catalog.=) w.target::pg_catalog.oid"
+			   "                    AND g.tgfoid OPERATOR(pg_catalog.=) 'enrich.auto_enrich_trigger()'::pg_catalog.regprocedure::pg_catalog.oid)"
+			   "   LIMIT $1)) "
 			   "RETURNING target, kind, raw_key, EXISTS (SELECT 1 FROM enrich.auto_targets t"
-			   "  WHERE t.target::oid OPERATOR(pg_catalog.=) i.target"
+			   "  WHERE t.target::oid OPERATOR(pg_catalog.=) i.target::oid"
 			   "    AND t.kind OPERATOR(pg_catalog.=) i.kind)", 1, qtypes, qvalues, NULL);
 	tt = SPI_tuptable;
 	n = SPI_processed;

@@ -14,6 +14,7 @@
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -98,9 +99,12 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 	EnrichJob  *jobs = palloc0(sizeof(EnrichJob) * Max(in->ndistinct, 1));
 	KeyState   *ks;
 	EnrichSpooled sp;
+	bool		standby = RecoveryInProgress();
 
+	/* a standby writes nothing: it answers from the cache alone */
 	*njobs = 0;
-	enrich_spool_take_orphans();
+	if (!standby)
+		enrich_spool_take_orphans();
 	for (int i = 0; i < in->n; i++)
 	{
 		EnrichCacheState st;
@@ -112,7 +116,7 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 			continue;
 		st = enrich_cache_lookup(kind, ks->key, &ks->result);
 
-		if (st == CACHE_MISS && enrich_spool_find(kind, ks->key, &sp) &&
+		if (st == CACHE_MISS && !standby && enrich_spool_find(kind, ks->key, &sp) &&
 			enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
 		{
 			if (!sp.owner_running)
@@ -214,6 +218,8 @@ batch_run(EnrichKind kind, FunctionCallInfo fcinfo)
 	{
 		EnrichSpoolBatch spool = {.fd = -1};
 
+		enrich_require_primary(kind == ENRICH_COMPANY ? "enrich uncached companies" :
+							   "enrich uncached leads");
 		enrich_require_key(kind);
 		enrich_run_jobs(jobs, njobs, enrich_http_concurrency(), &spool);
 	}

@@ -65,6 +65,7 @@ extern int	enrich_request_timeout; /* milliseconds */
 extern int	enrich_max_attempts;
 extern int	enrich_max_response_size;	/* kilobytes */
 extern bool enrich_keep_alive;
+extern int	enrich_queue_retention;	/* seconds, -1: keep every finished row */
 
 extern void enrich_define_gucs(void);
 extern void enrich_install_log_redaction(void);
@@ -458,6 +459,9 @@ extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *s
 extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
 
+/* ---- ops.c ---- */
+extern void enrich_require_primary(const char *what);
+
 /* ---- worker.c ---- */
 extern void enrich_worker_register(void);
 extern void enrich_wake_worker(void);
@@ -502,5 +506,7 @@ extern void enrich_queue_update(EnrichQueueUpdates *u, int64 id, const char *sta
 extern void enrich_queue_flush(EnrichQueueUpdates *u);
 extern int	enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items);
 extern int	enrich_queue_recover(void);
+extern int	enrich_queue_requeue_orphans(int n, int64 *held);
+extern int	enrich_queue_delete_finished(TimestampTz before, int limit);
 
 #endif							/* ENRICH_H */

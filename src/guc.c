@@ -39,6 +39,7 @@ int			enrich_request_timeout = 30000;
 int			enrich_max_attempts = 5;
 int			enrich_max_response_size = 8 * 1024;
 bool		enrich_keep_alive = true;
+int			enrich_queue_retention = 7 * 86400;
 
 /* Base URLs must be absolute http or https URLs without credentials. */
 static bool
@@ -186,6 +187,14 @@ enrich_define_gucs(void)
 							 true,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.queue_retention",
+							"How long the worker keeps finished queue rows.",
+							"0 keeps none, -1 keeps every one.",
+							&enrich_queue_retention,
+							7 * 86400, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enrich");
 }

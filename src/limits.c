@@ -272,6 +272,7 @@ set_rate_limit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("provider must not be null")));
 	kind = provider_arg(PG_GETARG_TEXT_PP(0));
+	enrich_require_primary("change limits");
 	require_limit_privilege("set_rate_limit");
 	if (PG_ARGISNULL(1) != PG_ARGISNULL(2) || (!PG_ARGISNULL(1) && (requests <= 0 || per_us <= 0)))
 		ereport(ERROR,
@@ -334,6 +335,7 @@ set_credit_limit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("provider must not be null")));
 	kind = provider_arg(PG_GETARG_TEXT_PP(0));
+	enrich_require_primary("change limits");
 	/* without shared memory a limit can only be removed (see above) */
 	if (!PG_ARGISNULL(1))
 		enrich_require_shared("enrich.set_credit_limit");
@@ -509,6 +511,7 @@ resume(PG_FUNCTION_ARGS)
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 
+	enrich_require_primary("resume a provider");
 	enrich_require_shared("enrich.resume");
 	require_limit_privilege("resume");
 	enrich_unpause(kind, PAUSE_NONE);

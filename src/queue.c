@@ -38,6 +38,8 @@ static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr pending_plan = NULL;
 static SPIPlanPtr update_plan = NULL;
 static SPIPlanPtr claim_plan[ENRICH_NUM_KINDS];
+static SPIPlanPtr orphans_plan = NULL;
+static SPIPlanPtr retention_plan = NULL;
 
 /*
  * The worker's claim: due queued items of one kind, oldest due first, each
@@ -303,6 +305,55 @@ enrich_queue_recover(void)
 	return (int) SPI_processed;
 }
 
+/*
+ * Queues again the items in flight that the worker does not hold (held:
+ * the ids of its slots, and of the items it had to leave in flight): a
+ * restore of a dump taken while they were in flight brings them back so.
+ * Runs in the worker's transaction, connected to SPI.  Returns how many.
+ */
+int
+enrich_queue_requeue_orphans(int n, int64 *held)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	Datum		args[1];
+
+	for (int i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(held[i]);
+	args[0] = enrich_make_array(ids, NULL, n, INT8OID);
+	if (SPI_execute_plan(enrich_keep_plan(&orphans_plan,
+										  "UPDATE enrich.queue SET status = 'queued', updated_at = pg_catalog.now()"
+										  " WHERE status OPERATOR(pg_catalog.=) 'in_flight'"
+										  "   AND id OPERATOR(pg_catalog.<>) ALL ($1)", 1, types),
+						 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not queue orphaned items again");
+	return (int) SPI_processed;
+}
+
+/*
+ * Deletes up to `limit` finished items (done, no_match, failed) that
+ * finished before `before`, oldest first; never an unfinished one.  Runs
+ * in the worker's transaction, connected to SPI.  Returns how many.
+ */
+int
+enrich_queue_delete_finished(TimestampTz before, int limit)
+{
+	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		args[2] = {TimestampTzGetDatum(before), Int32GetDatum(limit)};
+
+	if (SPI_execute_plan(enrich_keep_plan(&retention_plan,
+										  "DELETE FROM enrich.queue"
+										  " WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+										  "   SELECT ctid FROM enrich.queue"
+										  "    WHERE status IN ('done', 'no_match', 'failed')"
+										  "      AND finished_at OPERATOR(pg_catalog.<) $1"
+										  "    ORDER BY finished_at LIMIT $2))"
+										  "   AND status IN ('done', 'no_match', 'failed')", 2, types),
+						 args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete finished queue items");
+	return (int) SPI_processed;
+}
+
 /* The shared body of the two enqueue functions. */
 static int64
 enqueue_one(EnrichKind kind, text *arg)
@@ -316,6 +367,7 @@ enqueue_one(EnrichKind kind, text *arg)
 
 	if (key == NULL)
 		enrich_report_invalid(kind, input, reason);
+	enrich_require_primary("queue work");
 	enrich_require_worker();
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -442,6 +494,7 @@ refresh(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_items must not be negative")));
+	enrich_require_primary("queue work");
 	enrich_require_worker();
 
 	values[0] = CStringGetTextDatum(kname);

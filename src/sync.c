@@ -114,6 +114,9 @@ enrich_one(EnrichKind kind, text *input)
 		return result;
 	}
 
+	/* a miss would buy an answer that a standby cannot keep */
+	enrich_require_primary(kind == ENRICH_COMPANY ? "enrich an uncached company" :
+						   "enrich an uncached lead");
 	enrich_require_key(kind);
 
 	/*

@@ -33,6 +33,10 @@
  * Crash safety: an item is in_flight only between claim and write-back.
  * When the worker starts, in_flight items are queued again; a LeadLex
  * retry reuses the item's Idempotency-Key, so it is not charged twice.
+ * Every 10 seconds a queue pass (queue_pass) queues again the items in
+ * flight that no slot holds (a restored dump brings them back so) and
+ * deletes finished items older than enrich.queue_retention, in short
+ * transactions of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -65,6 +69,13 @@
 #define HOLD_MAX_MS 2000
 /* Answers wait at most this long to be written together with others. */
 #define WRITE_DELAY_MS 20
+/* How often the queue pass requeues orphans and deletes old finished items ... */
+#define QUEUE_PASS_MS 10000
+/* ... how many per transaction, and for how long at most in one go. */
+#define RETENTION_BATCH 1000
+#define RETENTION_SLICE_MS 50
+/* With more to delete, the next slice comes this much later. */
+#define QUEUE_PASS_AGAIN_MS 100
 
 /* One request slot: a claimed queue item and its job. */
 typedef struct Slot
@@ -88,6 +99,9 @@ static bool inbox_busy = true;	/* the last look at the inbox found keys */
 static MemoryContext worker_cxt = NULL;
 static MemoryContext turn_cxt = NULL;	/* reset after every transaction */
 static EnrichSpoolBatch spool = {.fd = -1};	/* answers not yet committed */
+static TimestampTz next_queue_pass = 0;	/* when queue_pass is due */
+static int64 *left_ids = NULL;	/* items write_alone had to leave in flight */
+static int	nleft = 0;
 
 /* Registers the worker with the postmaster; called from _PG_init. */
 void
@@ -662,6 +676,13 @@ write_alone(Slot *s)
 		}
 		PG_END_TRY();
 	}
+	if (left)
+	{
+		/* not an orphan for queue_pass: it would be bought again */
+		left_ids = left_ids ? repalloc(left_ids, sizeof(int64) * (nleft + 1)) :
+			MemoryContextAlloc(worker_cxt, sizeof(int64));
+		left_ids[nleft++] = s->job.queue_id;
+	}
 	release_written(s);
 	return !left;
 }
@@ -731,6 +752,72 @@ run_turn(bool house, bool writes)
 	drop_slots(false);
 	if (ready && writes)
 		write_each();
+}
+
+/* ---- the queue pass: orphans and retention ---- */
+
+/*
+ * Every QUEUE_PASS_MS: queues again the items in flight that this worker
+ * does not hold (a restored dump brings them back in flight), and deletes
+ * finished items older than enrich.queue_retention, RETENTION_BATCH in a
+ * transaction, for at most RETENTION_SLICE_MS; with more to delete it
+ * comes back after QUEUE_PASS_AGAIN_MS, between turns, so that requests go
+ * on meanwhile and no lock is held long.  Unfinished items and the cache
+ * are never touched.
+ */
+static void
+queue_pass(void)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	int64	   *held = palloc(sizeof(int64) * (nslots + nleft + 1));
+	int			nheld = 0;
+	volatile bool more = false;
+	volatile int deleted = 0;
+
+	for (int i = 0; i < nslots; i++)
+		if (slots[i]->used)
+			held[nheld++] = slots[i]->job.queue_id;
+	for (int i = 0; i < nleft; i++)
+		held[nheld++] = left_ids[i];
+	PG_TRY();
+	{
+		int			n;
+
+		tx_begin(false);
+		n = enrich_queue_requeue_orphans(nheld, held);
+		tx_commit();
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("enrich worker queued %d item(s) found in flight again", n),
+					 errdetail("No request of this worker was in flight for them (a restored dump brings items back so).")));
+		while (enrich_queue_retention >= 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			tx_begin(false);
+			n = enrich_queue_delete_finished(start - (TimestampTz) enrich_queue_retention * USECS_PER_SEC,
+											 RETENTION_BATCH);
+			tx_commit();
+			deleted += n;
+			if (n < RETENTION_BATCH)
+				break;
+			if (GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(start, RETENTION_SLICE_MS))
+			{
+				more = true;
+				break;
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		(void) tx_recover();
+	}
+	PG_END_TRY();
+	pfree(held);
+	if (deleted > 0)
+		ereport(DEBUG1,
+				(errmsg("enrich worker deleted %d finished queue item(s)", deleted)));
+	next_queue_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 more ? QUEUE_PASS_AGAIN_MS : QUEUE_PASS_MS);
 }
 
 /* ---- requests ---- */
@@ -822,6 +909,8 @@ wait_timeout(TimestampTz next_housekeeping)
 
 	if (claim_at != 0)
 		due = Min(due, claim_at);
+	if (ready)
+		due = Min(due, next_queue_pass);
 	if (first_done_at != 0)
 		due = Min(due, TimestampTzPlusMilliseconds(first_done_at, WRITE_DELAY_MS));
 	/* held slots matter only when there is room to start them */
@@ -923,6 +1012,8 @@ enrich_worker_main(Datum arg)
 			}
 			start_due();
 		}
+		if (ready && recovered && GetCurrentTimestamp() >= next_queue_pass)
+			queue_pass();
 
 		if (enrich_http_wait(claim_urgent() ? 0 : wait_timeout(next_housekeeping)))
 			woken = true;

@@ -9,19 +9,21 @@
 # that does not finish, a wrong count, a cache hit that calls the provider).
 #
 #   bash test/bench/run.sh                 everything (about 5 minutes)
-#   bash test/bench/run.sh sync worker     a subset: emu sync syncmiss worker batch auto rate
+#   bash test/bench/run.sh sync worker     a subset: emu sync syncmiss worker batch auto rate retention
 #
 # Environment: BENCH_SECONDS (pgbench run length, default 10), BENCH_KEEP=1
 # (keep the scratch directory), BENCH_RATE_PATHS (the rate section's paths,
-# default "worker batch sync8"), ENRICH_PRIVATE=DIR (build and run in a
-# private copy of PostgreSQL, scripts/lib.sh build_install).  A full run
+# default "worker batch sync8"), RETENTION_ITEMS (items through the queue in
+# the retention section, default 1000000) and RETENTION_SECS (the
+# retention it sets, default 60).  ENRICH_PRIVATE=DIR builds and runs in a
+# private copy of PostgreSQL (scripts/lib.sh build_install).  A full run
 # writes test/bench/results.md.
 set -uo pipefail
 . "$(dirname "$0")/../../scripts/lib.sh"
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync syncmiss worker batch auto rate"
+ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -633,6 +635,43 @@ bench_rate() {
       row "$path: $n × $label" "$RC_SECS s, $RC_429 × 429 of $RC_REQ" "$ideal s at the limit" "$(calc "$RC_SECS / $ideal" %.2f)" "≤ ${goal_t}x, 429s ≤ ${goal_429} %" ""
     done
   done
+# ---------------------------------------------------------------- retention
+# RETENTION_ITEMS items through the queue in ten chunks, with
+# enrich.queue_retention off (-1) and then at RETENTION_SECS: the queue's
+# table and index sizes after each chunk, and the drain rate of each run.
+bench_retention() {
+  local n=${RETENTION_ITEMS:-1000000} keep=${RETENTION_SECS:-60} step run setting i a b secs total sizes
+  local rate_off=0 rate_on=0 size_off= size_on= note_on=
+  step=$((n / 10))
+  say
+  say "== 11. queue retention: $n items through the queue in chunks of $step, retention off, then ${keep} s"
+  set_latency 0
+  set_conc 256
+  for run in off on; do
+    [ $run = off ] && setting=-1 || setting=$keep
+    q "TRUNCATE enrich.queue" "ALTER SYSTEM SET enrich.queue_retention = $setting" "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.5
+    total=0
+    [ $run = on ] && cpu_begin
+    for i in $(seq 1 10); do
+      a=$(( (i - 1) * step + 1 )); b=$(( i * step ))
+      q "SELECT count(enrich.enqueue_company(format('ret-%s-%s.com', '$run', g))) FROM generate_series($a, $b) g" >/dev/null ||
+        fail "retention $run: enqueue"
+      qt "SELECT enrich.wait('30 min')" || fail "retention $run: wait"
+      [ "$QT_OUT" = t ] || fail "retention $run: enrich.wait() timed out"
+      total=$(calc "$total + $QT_SECS" %.3f)
+      sizes=$(q "SELECT pg_size_pretty(pg_relation_size('enrich.queue')) || ' table, '
+                     || pg_size_pretty(pg_indexes_size('enrich.queue')) || ' indexes, '
+                     || count(*) || ' rows' FROM enrich.queue")
+      say "  retention $run, $b items: $sizes; drained at $(calc "$b / $total") items/s so far"
+    done
+    [ $run = on ] && { cpu_end; note_on=$CPU_NOTE; }
+    if [ $run = off ]; then rate_off=$(calc "$n / $total"); size_off=$sizes
+    else rate_on=$(calc "$n / $total"); size_on=$sizes; fi
+  done
+  say "  drain rate: retention ${keep} s $rate_on items/s, off $rate_off items/s, ratio $(calc "$rate_on / $rate_off" %.2f)"
+  row "worker, $n items, \`queue_retention\` ${keep} s" "$rate_on items/s; queue at the end: $size_on" "$rate_off items/s, queue $size_off with retention off" "$(calc "$rate_on / $rate_off" %.2f)" "sizes bounded, ≥ 0.9" "$note_on"
+  q "ALTER SYSTEM RESET enrich.queue_retention" "SELECT pg_reload_conf()" >/dev/null
 }
 
 emu_setup
@@ -643,6 +682,7 @@ want worker && bench_worker
 want batch && bench_batch
 want auto && bench_auto
 want rate && bench_rate
+want retention && bench_retention
 
 # ---------------------------------------------------------------- report
 TABLE=$(

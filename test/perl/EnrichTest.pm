@@ -17,7 +17,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-our @EXPORT = qw(start_emulator emu_control emu_ledger enrich_node root_dir
+our @EXPORT = qw(start_emulator emu_control emu_ledger enrich_node enrich_standby root_dir
   poll_until sqlstate_of worker_pid set_conf);
 
 my $root = $ENV{ENRICH_ROOT} // dirname(dirname(dirname(__FILE__)));
@@ -69,11 +69,13 @@ sub emu_ledger
 }
 
 # A new cluster with enrich preloaded and configured for the emulator.
+# Options: extra_conf (lines for postgresql.conf), init (a hash ref of
+# options for init, e.g. { allows_streaming => 1 } for a primary).
 sub enrich_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(%{ $opts{init} // {} });
 	my $conf = <<"CONF";
 shared_preload_libraries = 'enrich'
 enrich.database_name = 'postgres'
@@ -88,6 +90,19 @@ CONF
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
 	return $node;
+}
+
+# A streaming hot standby of $primary (made with enrich_node and
+# init => { allows_streaming => 1 }), from a base backup taken now: its
+# configuration, enrich's included, is the primary's.  Started.
+sub enrich_standby
+{
+	my ($primary, $name) = @_;
+	$primary->backup("${name}_backup");
+	my $standby = PostgreSQL::Test::Cluster->new($name);
+	$standby->init_from_backup($primary, "${name}_backup", has_streaming => 1);
+	$standby->start;
+	return $standby;
 }
 
 # Polls $query in database postgres until it returns $expected (default
