@@ -9,23 +9,28 @@ PGFILEDESC = "enrich - B2B data enrichment in SQL"
 OBJS = \
 	src/enrich.o \
 	src/guc.o \
+	src/util.o \
+	src/owner.o \
+	src/json.o \
 	src/normalize.o \
 	src/response.o \
 	src/http.o \
 	src/provider.o \
 	src/leadlex.o \
 	src/slintel.o \
+	src/job.o \
 	src/cache.o \
 	src/spool.o \
 	src/sync.o \
 	src/ratelearn.o \
 	src/shmem.o \
+	src/credits.o \
+	src/rate.o \
 	src/limits.o \
 	src/queue.o \
 	src/worker.o \
 	src/batch.o \
-	src/auto.o \
-	src/ops.o
+	src/auto.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)

@@ -197,6 +197,38 @@ batch_store(EnrichKind kind, BatchInput *in, EnrichJob *jobs, int njobs)
 						   first->detail ? ": " : "", first->detail ? first->detail : "")));
 }
 
+/* Appends an answer to the call's spool file as it arrives. */
+static void
+batch_spool_answer(EnrichJob *job, void *arg)
+{
+	enrich_spool_batch_append((EnrichSpoolBatch *) arg, job->kind, job->key,
+							  &job->out, job->fetched_at);
+}
+
+/*
+ * Runs the jobs, every answer appended to one spool file and made durable
+ * before return, also when an error or a cancel ends the run: what was
+ * paid for so far must outlive the error.
+ */
+static void
+batch_fetch(EnrichJob *jobs, int njobs)
+{
+	EnrichSpoolBatch spool = {.fd = -1};
+
+	PG_TRY();
+	{
+		enrich_run_jobs(jobs, njobs, enrich_http_concurrency(),
+						batch_spool_answer, &spool);
+		enrich_spool_batch_finish(&spool, ERROR);
+	}
+	PG_CATCH();
+	{
+		enrich_spool_batch_finish(&spool, WARNING);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
 /* The shared body of enrich_companies and enrich_leads. */
 static Datum
 batch_run(EnrichKind kind, FunctionCallInfo fcinfo)
@@ -216,12 +248,10 @@ batch_run(EnrichKind kind, FunctionCallInfo fcinfo)
 	jobs = batch_lookup(kind, &in, &njobs);
 	if (njobs > 0)
 	{
-		EnrichSpoolBatch spool = {.fd = -1};
-
 		enrich_require_primary(kind == ENRICH_COMPANY ? "enrich uncached companies" :
 							   "enrich uncached leads");
 		enrich_require_key(kind);
-		enrich_run_jobs(jobs, njobs, enrich_http_concurrency(), &spool);
+		batch_fetch(jobs, njobs);
 	}
 	batch_store(kind, &in, jobs, njobs);
 

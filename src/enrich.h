@@ -70,11 +70,32 @@ extern int	enrich_queue_retention;	/* seconds, -1: keep every finished row */
 extern void enrich_define_gucs(void);
 extern void enrich_install_log_redaction(void);
 
-/* ---- enrich.c ---- */
+/* ---- util.c ---- */
 extern const char *enrich_kind_name(EnrichKind kind);
 extern const char *enrich_provider_name(EnrichKind kind);
+extern const char *enrich_provider_key(EnrichKind kind);
 extern bool enrich_kind_from_name(const char *name, EnrichKind *kind);
 extern struct HTAB *enrich_string_table(const char *name, long nelem, Size entrysize);
+extern Datum enrich_make_array(Datum *values, bool *nulls, int n, Oid elemtype);
+extern int64 enrich_backoff_ms(int attempt);
+extern void enrich_require_primary(const char *what);
+
+/* ---- owner.c ---- */
+extern Oid	enrich_owner(void);
+extern struct _SPI_plan *enrich_keep_plan(struct _SPI_plan **slot, const char *sql,
+										  int nargs, Oid *types);
+extern void enrich_as_owner_begin(Oid *save_userid, int *save_sec);
+extern void enrich_as_owner_end(Oid save_userid, int save_sec);
+extern void enrich_exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
+								 const char *nulls, int expect);
+
+/* ---- json.c ---- */
+extern Jsonb *enrich_parse_response(const char *body, size_t len,
+									EnrichResponseShape shape, bool *no_match,
+									const char **why);
+extern Jsonb *enrich_parse_json(const char *body, size_t len, const char **why);
+extern Jsonb *enrich_jsonb_get(Jsonb *jb, const char *field);
+extern char *enrich_jsonb_get_text(Jsonb *jb, const char *field);
 
 /* ---- normalize.c (and normalize.h) ---- */
 extern char *enrich_normalize_key(EnrichKind kind, const char *input,
@@ -192,34 +213,37 @@ typedef struct EnrichJob
 	EnrichOutcome out;
 } EnrichJob;
 
-extern void enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key);
-struct EnrichSpoolBatch;
-extern void enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
-							struct EnrichSpoolBatch *spool);
-extern bool enrich_job_try_start(EnrichJob *job);
-extern void enrich_job_finish_try(EnrichJob *job);
-extern void enrich_job_settle(EnrichJob *job);
-extern void enrich_classify(EnrichJob *job, EnrichOutcome *out);
+/* What a provider fills in: its request, its answer, its "no match". */
+typedef struct EnrichProviderOps
+{
+	void		(*start) (EnrichJob *job);	/* build and start the request */
+	void		(*parse) (EnrichJob *job, EnrichOutcome *out);	/* a 200's body */
+	long		no_match_status;	/* the status that means "no data" */
+} EnrichProviderOps;
+
+extern void enrich_classify(EnrichJob *job, EnrichOutcome *out, const EnrichProviderOps *ops);
 extern bool enrich_outcome_retryable(const EnrichOutcome *out);
-extern int64 enrich_backoff_ms(int attempt);
 extern void enrich_report_outcome(EnrichKind kind, const EnrichOutcome *out) pg_attribute_noreturn();
-extern Jsonb *enrich_parse_response(const char *body, size_t len,
-									EnrichResponseShape shape, bool *no_match,
-									const char **why);
-extern Jsonb *enrich_parse_json(const char *body, size_t len, const char **why);
-extern Jsonb *enrich_jsonb_get(Jsonb *jb, const char *field);
-extern char *enrich_jsonb_get_text(Jsonb *jb, const char *field);
 extern void enrich_make_uuid(char *buf);
 extern void enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf);
 extern void enrich_require_key(EnrichKind kind);
 
 /* ---- leadlex.c ---- */
-extern void enrich_leadlex_start(EnrichJob *job);
-extern void enrich_leadlex_parse(EnrichJob *job, EnrichOutcome *out);
+extern const EnrichProviderOps enrich_leadlex_ops;
 
 /* ---- slintel.c ---- */
-extern void enrich_slintel_start(EnrichJob *job);
-extern void enrich_slintel_parse(EnrichJob *job, EnrichOutcome *out);
+extern const EnrichProviderOps enrich_slintel_ops;
+
+/* ---- job.c ---- */
+/* Called with each answer (match or no match) as it arrives. */
+typedef void (*EnrichAnswerFn) (EnrichJob *job, void *arg);
+
+extern void enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key);
+extern void enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+							EnrichAnswerFn on_answer, void *arg);
+extern bool enrich_job_try_start(EnrichJob *job);
+extern void enrich_job_finish_try(EnrichJob *job);
+extern void enrich_job_settle(EnrichJob *job);
 
 /* ---- cache.c ---- */
 typedef enum EnrichCacheState
@@ -235,12 +259,7 @@ extern void enrich_cache_store_at(EnrichKind kind, const char *key,
 								  const EnrichOutcome *out, TimestampTz fetched_at);
 extern void enrich_cache_store_many(EnrichKind kind, int n, char **keys,
 									EnrichOutcome **outs, TimestampTz fetched_at);
-extern Oid	enrich_owner(void);
-extern struct _SPI_plan *enrich_keep_plan(struct _SPI_plan **slot, const char *sql,
-										  int nargs, Oid *types);
 extern bool enrich_cache_fresh(bool matched, TimestampTz fetched_at);
-extern void enrich_as_owner_begin(Oid *save_userid, int *save_sec);
-extern void enrich_as_owner_end(Oid save_userid, int save_sec);
 
 /* ---- shmem.c ---- */
 
@@ -372,9 +391,24 @@ typedef struct EnrichShared
 
 extern EnrichShared *enrich_shared;
 
+/* What one process holds of one provider's shared counts (its holder slot). */
+typedef struct EnrichHold
+{
+	int32		reserved;		/* credits reserved for its requests */
+	int32		in_flight;		/* its requests counted in flight */
+} EnrichHold;
+
 extern void enrich_shmem_init(void);
 extern void enrich_require_shared(const char *what);
 extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
+extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
+								 double elapsed);
+extern void enrich_wake_worker(void);
+extern void enrich_holder_attach(void);
+extern EnrichHold *enrich_holder_mine(EnrichKind kind);
+extern bool enrich_holders_sweep(TimestampTz now);
+
+/* ---- credits.c ---- */
 typedef enum EnrichReserve
 {
 	RESERVE_OK,
@@ -386,6 +420,11 @@ extern EnrichReserve enrich_credit_reserve(EnrichKind kind);
 extern int64 enrich_credit_available(EnrichKind kind);
 extern void enrich_credit_settle(EnrichKind kind, bool reserved, bool charged,
 								 int64 balance);
+extern void enrich_limits_load(void);
+extern void enrich_limits_save_usage(void);
+extern void enrich_limits_check_unshared(EnrichKind kind);
+
+/* ---- rate.c ---- */
 extern int64 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why);
 extern void enrich_rate_release(EnrichKind kind);
 extern int	enrich_rate_quota(EnrichKind kind, TimestampTz *more_at);
@@ -394,13 +433,6 @@ extern void enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t,
 extern void enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until);
 extern void enrich_unpause(EnrichKind kind, EnrichPause reason);
 extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);
-
-/* ---- limits.c ---- */
-extern void enrich_limits_load(void);
-extern void enrich_limits_save_usage(void);
-extern void enrich_limits_check_unshared(EnrichKind kind);
-extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
-								 double elapsed);
 
 /* ---- auto.c ---- */
 /* Answers to write into auto_enrich targets, collected, then written at once. */
@@ -459,12 +491,8 @@ extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *s
 extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
 
-/* ---- ops.c ---- */
-extern void enrich_require_primary(const char *what);
-
 /* ---- worker.c ---- */
 extern void enrich_worker_register(void);
-extern void enrich_wake_worker(void);
 extern PGDLLEXPORT void enrich_worker_main(Datum arg);
 
 /* ---- queue.c ---- */

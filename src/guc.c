@@ -80,9 +80,9 @@ check_base_url(char **newval, void **extra, GucSource source)
 	return ok;
 }
 
-/* Defines every enrich.* setting; called once from _PG_init. */
-void
-enrich_define_gucs(void)
+/* The providers: URLs, keys, TLS (superuser only; keys hidden). */
+static void
+define_provider_settings(void)
 {
 	DefineCustomStringVariable("enrich.leadlex_url",
 							   "LeadLex API base URL.",
@@ -130,6 +130,12 @@ enrich_define_gucs(void)
 								   "postgres",
 								   PGC_POSTMASTER, 0,
 								   NULL, NULL, NULL);
+}
+
+/* The worker, concurrency and the cache. */
+static void
+define_worker_settings(void)
+{
 	DefineCustomIntVariable("enrich.max_concurrency",
 							"Requests in flight at once (worker, batch functions).",
 							NULL,
@@ -151,6 +157,12 @@ enrich_define_gucs(void)
 							7 * 86400, 0, INT_MAX,
 							PGC_USERSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+}
+
+/* Requests: timeouts, attempts, sizes, keep-alive; queue retention. */
+static void
+define_request_settings(void)
+{
 	DefineCustomIntVariable("enrich.connect_timeout",
 							"Time limit for the TCP and TLS connect.",
 							NULL,
@@ -197,6 +209,15 @@ enrich_define_gucs(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("enrich");
+}
+
+/* Defines every enrich.* setting; called once from _PG_init. */
+void
+enrich_define_gucs(void)
+{
+	define_provider_settings();
+	define_worker_settings();
+	define_request_settings();
 }
 
 /* ---- keeping the keys out of the log ---- */

@@ -21,8 +21,8 @@
 #include "enrich.h"
 
 /* Builds the request for a job and starts it. */
-void
-enrich_leadlex_start(EnrichJob *job)
+static void
+leadlex_start(EnrichJob *job)
 {
 	StringInfoData url;
 	StringInfoData body;
@@ -71,8 +71,8 @@ bad_shape(EnrichOutcome *out, const char *why)
  * Parses a 200 answer: data.company is the result, the rest metadata.
  * enrich_parse_response() has checked that both are objects.
  */
-void
-enrich_leadlex_parse(EnrichJob *job, EnrichOutcome *out)
+static void
+leadlex_parse(EnrichJob *job, EnrichOutcome *out)
 {
 	EnrichTransfer *t = &job->xfer;
 	const char *why = NULL;
@@ -115,3 +115,10 @@ enrich_leadlex_parse(EnrichJob *job, EnrichOutcome *out)
 			out->credits_remaining = (int64) c;
 	}
 }
+
+/* LeadLex behind the provider interface. */
+const EnrichProviderOps enrich_leadlex_ops = {
+	.start = leadlex_start,
+	.parse = leadlex_parse,
+	.no_match_status = 409,
+};

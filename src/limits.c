@@ -7,6 +7,10 @@
  * enrich.rate_limits and enrich.credit_limits (which survive restarts) and
  * the shared state (which every session and the worker obey at once).
  * enrich.credits and enrich.stats are views over the shared state.
+ * enrich.resume() lifts a provider's pause.  enrich.restore_limit_row()
+ * is the trigger that lets a restored dump replace the limit rows
+ * CREATE EXTENSION made (pg_dump marks the tables, in the install
+ * script).
  *
  *-------------------------------------------------------------------------
  */
@@ -15,6 +19,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -24,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "enrich.h"
@@ -33,8 +39,8 @@ PG_FUNCTION_INFO_V1(set_credit_limit);
 PG_FUNCTION_INFO_V1(credit_status);
 PG_FUNCTION_INFO_V1(provider_stats);
 PG_FUNCTION_INFO_V1(resume);
+PG_FUNCTION_INFO_V1(restore_limit_row);
 
-static const char *const provider_keys[ENRICH_NUM_KINDS] = {"leadlex", "slintel"};
 
 /* Parses a provider name argument, raising 22023 for anything else. */
 static EnrichKind
@@ -72,186 +78,6 @@ require_limit_privilege(const char *fname)
 				 errdetail("Only superusers and the owner of extension enrich may change limits.")));
 }
 
-/* Runs one statement as the extension owner, with parameters. */
-static void
-exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
-			  const char *nulls, int expect)
-{
-	Oid			save_userid;
-	int			save_sec;
-	int			rc;
-
-	enrich_as_owner_begin(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
-	if (rc != expect)
-		elog(ERROR, "statement failed: %s", SPI_result_code_string(rc));
-	SPI_finish();
-	enrich_as_owner_end(save_userid, save_sec);
-}
-
-/*
- * Loads the limits of both providers from their tables into shared memory,
- * once per server start (set_* keep both in step afterwards).  Needs a
- * transaction; does nothing outside one or without shared memory.
- */
-void
-enrich_limits_load(void)
-{
-	Oid			save_userid;
-	int			save_sec;
-
-	if (enrich_shared == NULL || enrich_shared->limits_loaded ||
-		!IsTransactionState() || !OidIsValid(get_namespace_oid("enrich", true)))
-		return;
-
-	enrich_as_owner_begin(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT r.provider, r.requests, "
-					"  (extract(epoch FROM r.per) * 1000000)::int8, r.max_concurrency, "
-					"  c.credits, (extract(epoch FROM c.per) * 1000000)::int8, "
-					"  c.period_start, c.used "
-					"FROM enrich.rate_limits r JOIN enrich.credit_limits c USING (provider)",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read enrich.rate_limits and enrich.credit_limits");
-
-	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	for (uint64 i = 0; i < SPI_processed && !enrich_shared->limits_loaded; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *prov = SPI_getvalue(tup, desc, 1);
-		EnrichKind	k = strcmp(prov, "leadlex") == 0 ? ENRICH_COMPANY : ENRICH_LEAD;
-		EnrichProviderShared *p = &enrich_shared->prov[k];
-		bool		n1,
-					n2,
-					n3,
-					n4,
-					n5,
-					n6,
-					n7;
-		Datum		req = SPI_getbinval(tup, desc, 2, &n1);
-		Datum		per = SPI_getbinval(tup, desc, 3, &n2);
-		Datum		conc = SPI_getbinval(tup, desc, 4, &n3);
-		Datum		credits = SPI_getbinval(tup, desc, 5, &n4);
-		Datum		cper = SPI_getbinval(tup, desc, 6, &n5);
-		Datum		start = SPI_getbinval(tup, desc, 7, &n6);
-		Datum		used = SPI_getbinval(tup, desc, 8, &n7);
-
-		p->rate_requests = (n1 || n2) ? 0 : DatumGetInt32(req);
-		p->rate_per_us = n2 ? 0 : DatumGetInt64(per);
-		p->rate_max_concurrency = n3 ? 0 : DatumGetInt32(conc);
-		p->credit_limit = n4 ? -1 : DatumGetInt64(credits);
-		p->credit_period_us = n5 ? 0 : DatumGetInt64(cper);
-		p->period_start = n6 ? GetCurrentTimestamp() : DatumGetTimestampTz(start);
-		p->credits_used = n7 ? 0 : DatumGetInt64(used);
-	}
-	enrich_shared->limits_loaded = true;
-	enrich_shared->limits_db = MyDatabaseId;
-	LWLockRelease(enrich_shared->lock);
-	SPI_finish();
-	enrich_as_owner_end(save_userid, save_sec);
-}
-
-/*
- * Without shared memory no budget can be kept across sessions, so a call
- * that would spend under a set credit limit is refused (55000) before any
- * request.  Checked once per transaction and provider.
- */
-void
-enrich_limits_check_unshared(EnrichKind kind)
-{
-	static LocalTransactionId checked_in[ENRICH_NUM_KINDS];
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
-	Oid			save_userid;
-	int			save_sec;
-	bool		limited;
-
-	if (checked_in[kind] == MyProc->lxid ||
-		!OidIsValid(get_namespace_oid("enrich", true)))
-		return;
-	values[0] = CStringGetTextDatum(provider_keys[kind]);
-	enrich_as_owner_begin(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT 1 FROM enrich.credit_limits "
-							  "WHERE provider OPERATOR(pg_catalog.=) $1 AND credits IS NOT NULL",
-							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read enrich.credit_limits");
-	limited = SPI_processed > 0;
-	SPI_finish();
-	enrich_as_owner_end(save_userid, save_sec);
-	if (limited)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the credit budget for %s needs enrich in shared_preload_libraries",
-						enrich_provider_name(kind)),
-				 errdetail("A credit limit is set for %s, and without shared memory it cannot be kept; no request was sent.",
-						   provider_keys[kind]),
-				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server, or remove the limit with enrich.set_credit_limit('%s', NULL).",
-						 provider_keys[kind])));
-	checked_in[kind] = MyProc->lxid;
-}
-
-/*
- * Writes the credits used in the current period back to
- * enrich.credit_limits.  The worker calls it inside its transactions.
- */
-void
-enrich_limits_save_usage(void)
-{
-	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
-	{
-		EnrichProviderShared *p = &enrich_shared->prov[k];
-		Oid			types[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
-		Datum		values[3];
-		bool		dirty;
-
-		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-		/* without a budget there is nothing to count against */
-		dirty = p->usage_dirty && p->credit_limit >= 0;
-		p->usage_dirty = false;
-		values[1] = Int64GetDatum(p->credits_used);
-		values[2] = TimestampTzGetDatum(p->period_start);
-		LWLockRelease(enrich_shared->lock);
-		if (!dirty)
-			continue;
-		values[0] = CStringGetTextDatum(provider_keys[k]);
-		exec_as_owner("UPDATE enrich.credit_limits SET used = $2, period_start = $3 "
-					  "WHERE provider OPERATOR(pg_catalog.=) $1",
-					  3, types, values, NULL, SPI_OK_UPDATE);
-	}
-}
-
-/* Counts a finished try in the statistics. */
-void
-enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out, double elapsed)
-{
-	static const EnrichStat err_stat[] = {
-		[OUTCOME_TRANSIENT] = STAT_ERR_TRANSIENT,
-		[OUTCOME_RATE_LIMITED] = STAT_ERR_RATE,
-		[OUTCOME_NO_CREDITS] = STAT_ERR_CREDITS,
-		[OUTCOME_AUTH] = STAT_ERR_AUTH,
-		[OUTCOME_REJECTED] = STAT_ERR_REJECTED,
-		[OUTCOME_BAD_RESPONSE] = STAT_ERR_RESPONSE,
-		[OUTCOME_CONNECT] = STAT_ERR_CONNECT,
-		[OUTCOME_TLS] = STAT_ERR_CONNECT,
-	};
-
-	enrich_stat_add(kind, STAT_REQUESTS, 1);
-	enrich_stat_add(kind, STAT_LATENCY_US, (uint64) (elapsed * 1000000.0));
-	enrich_stat_add(kind, STAT_LATENCY_N, 1);
-	if (out->kind == OUTCOME_MATCH)
-		enrich_stat_add(kind, STAT_SUCCESSES, 1);
-	else if (out->kind == OUTCOME_NO_MATCH)
-		enrich_stat_add(kind, STAT_NO_MATCHES, 1);
-	else if (out->kind > OUTCOME_NO_MATCH && out->kind <= OUTCOME_TLS)
-		enrich_stat_add(kind, err_stat[out->kind], 1);
-}
-
 /*
  * enrich.set_rate_limit(provider text, requests int, per interval,
  *						 max_concurrency int DEFAULT NULL) RETURNS void
@@ -284,13 +110,13 @@ set_rate_limit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_concurrency must be positive or null")));
 
-	values[0] = CStringGetTextDatum(provider_keys[kind]);
+	values[0] = CStringGetTextDatum(enrich_provider_key(kind));
 	for (int i = 1; i < 4; i++)
 	{
 		values[i] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 		nulls[i] = PG_ARGISNULL(i) ? 'n' : ' ';
 	}
-	exec_as_owner("UPDATE enrich.rate_limits SET requests = $2, per = $3, max_concurrency = $4 "
+	enrich_exec_as_owner("UPDATE enrich.rate_limits SET requests = $2, per = $3, max_concurrency = $4 "
 				  "WHERE provider OPERATOR(pg_catalog.=) $1",
 				  4, types, values, nulls, SPI_OK_UPDATE);
 
@@ -368,14 +194,14 @@ set_credit_limit(PG_FUNCTION_ARGS)
 		LWLockRelease(enrich_shared->lock);
 	}
 
-	values[0] = CStringGetTextDatum(provider_keys[kind]);
+	values[0] = CStringGetTextDatum(enrich_provider_key(kind));
 	values[1] = Int64GetDatum(credits);
 	nulls[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[2] = PG_ARGISNULL(2) ? 'n' : ' ';
 	values[3] = TimestampTzGetDatum(start);
 	values[4] = Int64GetDatum(used);
-	exec_as_owner("UPDATE enrich.credit_limits SET credits = $2, per = $3, period_start = $4, used = $5 "
+	enrich_exec_as_owner("UPDATE enrich.credit_limits SET credits = $2, per = $3, period_start = $4, used = $5 "
 				  "WHERE provider OPERATOR(pg_catalog.=) $1",
 				  5, types, values, nulls, SPI_OK_UPDATE);
 	enrich_wake_worker();
@@ -410,7 +236,7 @@ credit_status(PG_FUNCTION_ARGS)
 		bool		n[8] = {false};
 		EnrichProviderShared snap;
 
-		v[0] = CStringGetTextDatum(provider_keys[k]);
+		v[0] = CStringGetTextDatum(enrich_provider_key(k));
 		if (enrich_shared == NULL)
 		{
 			for (int i = 1; i < 8; i++)
@@ -463,7 +289,7 @@ provider_stats(PG_FUNCTION_ARGS)
 		EnrichProviderShared *p;
 		uint64		lat_n;
 
-		v[0] = CStringGetTextDatum(provider_keys[k]);
+		v[0] = CStringGetTextDatum(enrich_provider_key(k));
 		if (enrich_shared == NULL)
 		{
 			for (int i = 1; i < 21; i++)
@@ -516,9 +342,101 @@ resume(PG_FUNCTION_ARGS)
 	require_limit_privilege("resume");
 	enrich_unpause(kind, PAUSE_NONE);
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
-	exec_as_owner("UPDATE enrich.queue SET next_attempt_at = now(), updated_at = now() "
+	enrich_exec_as_owner("UPDATE enrich.queue SET next_attempt_at = now(), updated_at = now() "
 				  "WHERE status = 'queued' AND kind OPERATOR(pg_catalog.=) $1 AND next_attempt_at > now()",
 				  1, types, values, NULL, SPI_OK_UPDATE);
 	enrich_wake_worker();
 	PG_RETURN_VOID();
+}
+
+/*
+ * Makes the shared state read the limits from their tables again (at the
+ * next enrich_limits_load) when a restore has replaced the rows of the
+ * database that holds them for the cluster: the one they were read from,
+ * or the one the worker serves (which keeps the credits used).
+ */
+static void
+limits_changed(void)
+{
+	if (enrich_shared == NULL)
+		return;
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (enrich_shared->limits_db == MyDatabaseId ||
+		(enrich_shared->worker_proc != NULL && enrich_shared->worker_db == MyDatabaseId))
+		enrich_shared->limits_loaded = false;
+	LWLockRelease(enrich_shared->lock);
+}
+
+/*
+ * enrich.restore_limit_row(): BEFORE INSERT FOR EACH ROW on
+ * enrich.rate_limits and enrich.credit_limits.  When the provider's row
+ * exists, it gets the new row's values and the insert is skipped;
+ * otherwise the row goes in as it is.
+ */
+Datum
+restore_limit_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	tup;
+	StringInfoData sql;
+	AttrNumber	provider;
+	Oid		   *types;
+	Datum	   *values;
+	char	   *nulls;
+	int			nargs = 1;
+	int			rc;
+	bool		isnull;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("restore_limit_row must be fired BEFORE INSERT FOR EACH ROW")));
+	desc = RelationGetDescr(td->tg_relation);
+	tup = td->tg_trigtuple;
+	provider = SPI_fnumber(desc, "provider");
+	if (provider <= 0)
+		elog(ERROR, "table \"%s\" has no column \"provider\"",
+			 RelationGetRelationName(td->tg_relation));
+
+	types = palloc(sizeof(Oid) * (desc->natts + 1));
+	values = palloc(sizeof(Datum) * (desc->natts + 1));
+	nulls = palloc(sizeof(char) * (desc->natts + 1));
+	types[0] = TEXTOID;
+	values[0] = heap_getattr(tup, provider, desc, &isnull);
+	nulls[0] = isnull ? 'n' : ' ';
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE %s SET ",
+					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(td->tg_relation)),
+												RelationGetRelationName(td->tg_relation)));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || att->attnum == provider)
+			continue;
+		types[nargs] = att->atttypid;
+		values[nargs] = heap_getattr(tup, att->attnum, desc, &isnull);
+		nulls[nargs] = isnull ? 'n' : ' ';
+		nargs++;
+		appendStringInfo(&sql, "%s%s = $%d", nargs > 2 ? ", " : "",
+						 quote_identifier(NameStr(att->attname)), nargs);
+	}
+	appendStringInfoString(&sql, " WHERE provider OPERATOR(pg_catalog.=) $1");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(sql.data, nargs, types, values, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "could not update the limits of a provider: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+	{
+		SPI_finish();
+		return PointerGetDatum(tup);
+	}
+	SPI_finish();
+	limits_changed();
+	return PointerGetDatum(NULL);
 }

@@ -1,14 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * provider.c
- *	  What the providers share: running requests with retries, classifying
- *	  answers, parsing JSON safely, and reporting failures.
+ *	  The provider interface: what every provider shares.
  *
- * A job is one logical request for one key.  enrich_run_jobs() runs a set
- * of jobs, at most `concurrency` at once, retrying transient failures with
- * exponential backoff and jitter up to enrich.max_attempts, and waiting out
- * a 429 when the provider says how long.  Each job ends with an outcome;
- * enrich_report_outcome() turns a failed one into the ERROR users see.
+ * Idempotency keys, the API key check, classifying a finished try into an
+ * outcome (a 200 by the provider's own parser, every other status by its
+ * documented meaning), whether an outcome is worth another try, and
+ * enrich_report_outcome(), which turns a failed one into the ERROR users
+ * see.  leadlex.c and slintel.c build on this and fill in an
+ * EnrichProviderOps; job.c drives them through it.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,11 +30,6 @@
 
 #include "enrich.h"
 
-/* Backoff: 200 ms doubling, capped, with full jitter. */
-#define BACKOFF_BASE_MS 200
-#define BACKOFF_CAP_MS 30000
-/* Longest wait without a look around (interrupts wake it at once anyway). */
-#define POLL_MS 1000
 
 /* Fills a buffer with a random (version 4) UUID. */
 void
@@ -88,16 +83,6 @@ enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf)
 			 d[8], d[9], d[10], d[11], d[12], d[13], d[14], d[15]);
 }
 
-/* Prepares a job for a normalised key. */
-void
-enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
-{
-	memset(job, 0, sizeof(EnrichJob));
-	job->kind = kind;
-	job->key = pstrdup(key);
-	job->xfer.kind = kind;
-	enrich_make_uuid(job->idempotency_key);
-}
 
 /* Raises 55000 when the provider's API key is not set. */
 void
@@ -113,101 +98,7 @@ enrich_require_key(EnrichKind kind)
 						 kind == ENRICH_COMPANY ? "enrich.leadlex_api_key" : "enrich.slintel_api_key")));
 }
 
-/* Exponential backoff with full jitter for the given (1-based) attempt. */
-int64
-enrich_backoff_ms(int attempt)
-{
-	int64		cap = BACKOFF_BASE_MS;
-	uint32		r;
 
-	for (int i = 1; i < attempt && cap < BACKOFF_CAP_MS; i++)
-		cap *= 2;
-	cap = Min(cap, BACKOFF_CAP_MS);
-	if (!pg_strong_random(&r, sizeof(r)))
-		r = (uint32) random();
-	/* between half and all of the cap, so retries never bunch at zero */
-	return cap / 2 + (int64) (r % (uint32) (cap / 2 + 1));
-}
-
-/*
- * Turns a response body into jsonb without ever throwing for bad input.
- * enrich_response_check() (response.c) first refuses, with a reason, what
- * jsonb_in would raise an ERROR for and what lacks the shape asked for;
- * its parse runs in a memory context of its own, since the JSON parser
- * leaves garbage behind when it stops at an error.  Returns NULL with *why
- * set for a refused body, and NULL with *no_match set (when no_match is
- * not NULL) for a Slintel answer without data.  body[len] must be '\0'.
- */
-Jsonb *
-enrich_parse_response(const char *body, size_t len, EnrichResponseShape shape,
-					  bool *no_match, const char **why)
-{
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
-											  "enrich response check",
-											  ALLOCSET_DEFAULT_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	bool		empty;
-
-	*why = enrich_response_check(body, len, GetDatabaseEncoding(), shape, &empty);
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(cxt);
-	if (no_match != NULL)
-		*no_match = empty;
-	if (*why != NULL || empty)
-		return NULL;
-	/* UTF-8 for a UTF-8 database, else ASCII only: no conversion needed */
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body)));
-}
-
-/* enrich_parse_response() for any JSON: error bodies, spool files. */
-Jsonb *
-enrich_parse_json(const char *body, size_t len, const char **why)
-{
-	return enrich_parse_response(body, len, RESPONSE_ANY_JSON, NULL, why);
-}
-
-/* Returns the member `field` of a jsonb object, or NULL. */
-Jsonb *
-enrich_jsonb_get(Jsonb *jb, const char *field)
-{
-	JsonbValue	k;
-	JsonbValue *v;
-
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
-		return NULL;
-	k.type = jbvString;
-	k.val.string.val = (char *) field;
-	k.val.string.len = strlen(field);
-	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
-	if (v == NULL)
-		return NULL;
-	return JsonbValueToJsonb(v);
-}
-
-/* Returns the member `field` as text (strings unquoted), or NULL. */
-char *
-enrich_jsonb_get_text(Jsonb *jb, const char *field)
-{
-	JsonbValue	k;
-	JsonbValue *v;
-
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
-		return NULL;
-	k.type = jbvString;
-	k.val.string.val = (char *) field;
-	k.val.string.len = strlen(field);
-	v = findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &k);
-	if (v == NULL || v->type == jbvNull)
-		return NULL;
-	if (v->type == jbvString)
-		return pnstrdup(v->val.string.val, v->val.string.len);
-	if (v->type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-	if (v->type == jbvBool)
-		return pstrdup(v->val.boolean ? "true" : "false");
-	return NULL;
-}
 
 /* Reads the provider's error code from {"error":{"code":...}} or {"code":...}. */
 static char *
@@ -329,7 +220,7 @@ rate_limit_wait_ms(EnrichTransfer *t)
  * the provider's parser, maps every other status to its documented kind.
  */
 void
-enrich_classify(EnrichJob *job, EnrichOutcome *out)
+enrich_classify(EnrichJob *job, EnrichOutcome *out, const EnrichProviderOps *ops)
 {
 	EnrichTransfer *t = &job->xfer;
 	const char *prov = enrich_provider_name(job->kind);
@@ -359,16 +250,12 @@ enrich_classify(EnrichJob *job, EnrichOutcome *out)
 	{
 		/* both providers charge every complete 200 */
 		out->charged = true;
-		if (job->kind == ENRICH_COMPANY)
-			enrich_leadlex_parse(job, out);
-		else
-			enrich_slintel_parse(job, out);
+		ops->parse(job, out);
 		return;
 	}
 
 	out->provider_code = provider_error_code(t);
-	if ((st == 409 && job->kind == ENRICH_COMPANY) ||
-		(st == 404 && job->kind == ENRICH_LEAD))
+	if (st == ops->no_match_status)
 	{
 		out->kind = OUTCOME_NO_MATCH;
 		return;
@@ -409,292 +296,6 @@ enrich_outcome_retryable(const EnrichOutcome *out)
 {
 	return out->kind == OUTCOME_TRANSIENT || out->kind == OUTCOME_CONNECT ||
 		out->kind == OUTCOME_RATE_LIMITED;
-}
-
-static void run_jobs(EnrichJob *jobs, int njobs, int concurrency,
-					 EnrichSpoolBatch *spool);
-
-/* Ends a job with a failure decided here, without (another) request. */
-static void
-finish_local(EnrichJob *job, EnrichOutcomeKind kind, int sqlstate, char *message,
-			 char *detail, char *hint)
-{
-	memset(&job->out, 0, sizeof(EnrichOutcome));
-	job->out.kind = kind;
-	job->out.sqlstate = sqlstate;
-	job->out.message = message;
-	job->out.detail = detail;
-	job->out.hint = hint;
-	job->out.confidence = NAN;
-	job->out.credits_remaining = -1;
-	job->out.retry_after_ms = -1;
-	job->finished = true;
-	enrich_job_settle(job);
-}
-
-/* Gives back what a finished job still holds of the shared budget. */
-void
-enrich_job_settle(EnrichJob *job)
-{
-	if (job->counted)
-		enrich_rate_release(job->kind);
-	job->counted = false;
-	if (job->reserved || (job->out.charged && !job->settled))
-		enrich_credit_settle(job->kind, job->reserved,
-							 job->out.charged && !job->settled,
-							 job->out.credits_remaining);
-	job->reserved = false;
-	if (job->finished)
-		job->settled = true;
-}
-
-/*
- * Starts the next try of a job if the budget and the rate limit allow.
- * Returns false when it must wait (job->not_before says until when) or has
- * been finished without a request (no credits, or a rate-limit wait past
- * its deadline).
- */
-bool
-enrich_job_try_start(EnrichJob *job)
-{
-	const char *prov = enrich_provider_name(job->kind);
-	EnrichPause why;
-	int64		wait_ms;
-	TimestampTz now;
-
-	if (!enrich_http_may_start(job->kind))
-	{
-		/* the first request to this provider is finding out its protocol */
-		job->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2);
-		return false;
-	}
-	if (!job->reserved)
-	{
-		EnrichReserve r = enrich_credit_reserve(job->kind);
-
-		now = GetCurrentTimestamp();
-		if (r == RESERVE_WAIT &&
-			(job->deadline == 0 || TimestampTzPlusMilliseconds(now, 10) <= job->deadline))
-		{
-			/* a request in flight may yet give its credit back */
-			job->not_before = TimestampTzPlusMilliseconds(now, 10);
-			return false;
-		}
-		if (r == RESERVE_WAIT)
-		{
-			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
-						 psprintf("the credit budget for %s is spent", prov),
-						 psprintf("The last credits are reserved by requests in flight that did not give them back within enrich.request_timeout (%d ms); no request was sent.",
-								  enrich_request_timeout),
-						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
-								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
-			return false;
-		}
-		if (r == RESERVE_NONE)
-		{
-			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
-						 psprintf("the credit budget for %s is spent", prov),
-						 pstrdup("No request was sent."),
-						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
-								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
-			return false;
-		}
-		job->reserved = true;
-	}
-	wait_ms = enrich_rate_acquire(job->kind, job->honour_pauses, &why);
-	if (wait_ms > 0)
-	{
-		now = GetCurrentTimestamp();
-		if (job->deadline != 0 && TimestampTzPlusMilliseconds(now, wait_ms) > job->deadline)
-		{
-			finish_local(job, OUTCOME_RATE_LIMITED, ERRCODE_ENRICH_RATE_LIMITED,
-						 psprintf("%s rate limit exceeded", prov),
-						 psprintf("The limit would delay the request by %lld ms, past enrich.request_timeout; no request was sent.",
-								  (long long) wait_ms),
-						 pstrdup("Queue the work with enrich.enqueue_company or enrich.enqueue_lead, or try again later."));
-			return false;
-		}
-		job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
-		return false;
-	}
-	job->counted = true;
-	job->attempts++;
-	job->active = true;
-	if (job->kind == ENRICH_COMPANY)
-		enrich_leadlex_start(job);
-	else
-		enrich_slintel_start(job);
-	return true;
-}
-
-/*
- * Classifies a finished try and decides: done (job->finished, outcome in
- * job->out, shared budget settled) or retry later (job->not_before).
- */
-void
-enrich_job_finish_try(EnrichJob *job)
-{
-	EnrichOutcome out;
-	TimestampTz now = GetCurrentTimestamp();
-	int64		wait_ms;
-
-	job->active = false;
-	enrich_classify(job, &out);
-	enrich_rate_observe(job->kind, &job->xfer, &out, job->honour_pauses);
-	enrich_stats_outcome(job->kind, &out, job->xfer.elapsed);
-	enrich_http_release(&job->xfer);
-	if (job->counted)
-		enrich_rate_release(job->kind);
-	job->counted = false;
-
-	if (enrich_outcome_retryable(&out) && job->attempts < enrich_max_attempts)
-	{
-		wait_ms = enrich_backoff_ms(job->attempts);
-		if (out.kind == OUTCOME_RATE_LIMITED && out.retry_after_ms >= 0)
-			wait_ms = Max(out.retry_after_ms, 100);
-		else if (out.kind == OUTCOME_TRANSIENT)
-			wait_ms = Max(wait_ms, out.retry_after_ms);
-		/*
-		 * A connection that went away under its first try (a kept-alive
-		 * one the server closed, an HTTP/2 session it ended) is no sign
-		 * of trouble: the first retry goes at once, on a new one.
-		 */
-		if (out.conn_lost && job->attempts == 1)
-			wait_ms = 0;
-		/*
-		 * a synchronous caller waits at most one request timeout for a 429
-		 * or a 503's Retry-After
-		 */
-		if (job->deadline == 0 ||
-			(out.kind != OUTCOME_RATE_LIMITED && out.retry_after_ms <= 0) ||
-			TimestampTzPlusMilliseconds(now, wait_ms) <= job->deadline)
-		{
-			/* the outcome of this try, for the queue's last_error */
-			job->out = out;
-			job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
-			return;
-		}
-	}
-	if (enrich_outcome_retryable(&out))
-		out.detail = psprintf("%s%sGave up after %d attempt%s.",
-							  out.detail ? out.detail : "", out.detail ? " " : "",
-							  job->attempts, job->attempts == 1 ? "" : "s");
-	job->out = out;
-	job->finished = true;
-	job->fetched_at = now;
-	enrich_job_settle(job);
-}
-
-/*
- * Runs jobs to completion, at most `concurrency` in flight at once.  On
- * return every job is finished with its outcome.  With a spool, every
- * answer is appended to it as it arrives and made durable before return,
- * also when an error ends the run.  Interrupts (cancel, statement_timeout,
- * terminate) wake the wait and are honoured at once; the transfers and
- * their shares of the budget are released before the ERROR goes on.
- */
-void
-enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
-				EnrichSpoolBatch *spool)
-{
-	PG_TRY();
-	{
-		run_jobs(jobs, njobs, concurrency, spool);
-		if (spool)
-			enrich_spool_batch_finish(spool, ERROR);
-	}
-	PG_CATCH();
-	{
-		for (int i = 0; i < njobs; i++)
-		{
-			enrich_http_release(&jobs[i].xfer);
-			enrich_job_settle(&jobs[i]);
-		}
-		/* what was paid for so far must outlive the error */
-		if (spool)
-			enrich_spool_batch_finish(spool, WARNING);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-}
-
-/* The loop of enrich_run_jobs. */
-static void
-run_jobs(EnrichJob *jobs, int njobs, int concurrency, EnrichSpoolBatch *spool)
-{
-	int			nfinished = 0;
-	int			nactive = 0;
-	int			first = 0;		/* jobs before this are finished */
-	int			next = 0;		/* jobs from this on are not started yet */
-	TimestampTz start = GetCurrentTimestamp();
-
-	for (int i = 0; i < njobs; i++)
-	{
-		jobs[i].deadline = TimestampTzPlusMilliseconds(start, enrich_request_timeout);
-		if (jobs[i].finished)
-			nfinished++;
-	}
-
-	while (nfinished < njobs)
-	{
-		TimestampTz now = GetCurrentTimestamp();
-		TimestampTz due = PG_INT64_MAX;
-		long		timeout = POLL_MS;
-		EnrichTransfer *t;
-
-		CHECK_FOR_INTERRUPTS();
-
-		/*
-		 * Start retries and waits that are due, then new jobs, up to the cap.
-		 * Jobs finish about in the order they start, so the window from the
-		 * first unfinished job stays about two concurrencies wide.
-		 */
-		while (first < njobs && jobs[first].finished)
-			first++;
-		while (next < njobs && next < nactive + nfinished + concurrency)
-			next++;
-		for (int i = first; i < next && nactive < concurrency; i++)
-		{
-			EnrichJob  *j = &jobs[i];
-
-			if (j->finished || j->active)
-				continue;
-			if (j->not_before > now)
-			{
-				due = Min(due, j->not_before);
-				continue;
-			}
-			if (enrich_job_try_start(j))
-				nactive++;
-			else if (j->finished)
-				nfinished++;
-			else
-				due = Min(due, j->not_before);
-		}
-
-		while ((t = enrich_http_next_done()) != NULL)
-		{
-			EnrichJob  *j = (EnrichJob *) ((char *) t - offsetof(EnrichJob, xfer));
-
-			enrich_job_finish_try(j);
-			nactive--;
-			/* a free place: start the next job before waiting again */
-			timeout = 0;
-			if (!j->finished)
-				continue;
-			nfinished++;
-			if (spool && (j->out.kind == OUTCOME_MATCH || j->out.kind == OUTCOME_NO_MATCH))
-				enrich_spool_batch_append(spool, j->kind, j->key, &j->out, j->fetched_at);
-		}
-		if (nfinished == njobs)
-			break;
-
-		if (due != PG_INT64_MAX)
-			timeout = Min(timeout, Max((due - now) / 1000, 1));
-		/* sockets, curl's timer, the latch (cancel), or the next due job */
-		if (timeout > 0)
-			(void) enrich_http_wait(timeout);
-	}
 }
 
 /* The one place provider failures become an ERROR, with their context. */

@@ -159,21 +159,6 @@ enrich_queue_add(EnrichKind kind, const char *key)
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* Builds a one-dimensional array of n values (nulls may be NULL). */
-Datum
-enrich_make_array(Datum *values, bool *nulls, int n, Oid elemtype)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs,
-											  elemtype, typlen, typbyval, typalign));
-}
-
 /*
  * Adds a change of one item to a batch: its new status, last error (NULL
  * clears it), next attempt time (0 keeps it) and a correction of its

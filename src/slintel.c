@@ -16,8 +16,8 @@
 #include "enrich.h"
 
 /* Builds the request for a job and starts it. */
-void
-enrich_slintel_start(EnrichJob *job)
+static void
+slintel_start(EnrichJob *job)
 {
 	StringInfoData url;
 	struct curl_slist *h = NULL;
@@ -59,8 +59,8 @@ bad_shape(EnrichOutcome *out, const char *why)
  * Parses a 200 answer: "data" is the lead; null or empty data is no match.
  * enrich_parse_response() has checked that data is one or the other.
  */
-void
-enrich_slintel_parse(EnrichJob *job, EnrichOutcome *out)
+static void
+slintel_parse(EnrichJob *job, EnrichOutcome *out)
 {
 	EnrichTransfer *t = &job->xfer;
 	const char *why = NULL;
@@ -81,3 +81,10 @@ enrich_slintel_parse(EnrichJob *job, EnrichOutcome *out)
 	else
 		out->kind = OUTCOME_MATCH;
 }
+
+/* Slintel behind the provider interface. */
+const EnrichProviderOps enrich_slintel_ops = {
+	.start = slintel_start,
+	.parse = slintel_parse,
+	.no_match_status = 404,
+};

@@ -81,7 +81,7 @@ fetch_locked(EnrichKind kind, const char *key, MemoryContext caller)
 
 	enrich_job_init(&job, kind, key);
 	enrich_daily_idempotency_key(kind, key, job.idempotency_key);
-	enrich_run_jobs(&job, 1, 1, NULL);
+	enrich_run_jobs(&job, 1, 1, NULL, NULL);
 	if (job.out.kind != OUTCOME_MATCH && job.out.kind != OUTCOME_NO_MATCH)
 		enrich_report_outcome(kind, &job.out);
 

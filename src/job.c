@@ -1,0 +1,330 @@
+/*-------------------------------------------------------------------------
+ *
+ * job.c
+ *	  A job: one logical request for one key, tried until it has an outcome.
+ *
+ * A job reserves a credit and a place under the provider's limits before
+ * each try (shared state), starts the provider's request through the
+ * provider's callbacks, and when the transfer is done classifies it:
+ * finished with an outcome, or retried later with exponential backoff
+ * and jitter up to enrich.max_attempts (a 429 waits what the provider
+ * says).  enrich_run_jobs() runs a set of jobs, at most `concurrency` at
+ * once, for the synchronous and batch functions; the worker drives jobs
+ * one by one with the same calls.
+ *
+ * The providers are reached through one table of callbacks; leadlex.c and
+ * slintel.c depend on the provider interface (provider.c), not the other
+ * way round.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "miscadmin.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "enrich.h"
+
+/* Longest wait without a look around (interrupts wake it at once anyway). */
+#define POLL_MS 1000
+
+/* The providers, by kind. */
+static const EnrichProviderOps *const providers[ENRICH_NUM_KINDS] = {
+	[ENRICH_COMPANY] = &enrich_leadlex_ops,
+	[ENRICH_LEAD] = &enrich_slintel_ops,
+};
+
+/* Prepares a job for a normalised key. */
+void
+enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
+{
+	memset(job, 0, sizeof(EnrichJob));
+	job->kind = kind;
+	job->key = pstrdup(key);
+	job->xfer.kind = kind;
+	enrich_make_uuid(job->idempotency_key);
+}
+
+static void run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+					 EnrichAnswerFn on_answer, void *arg);
+
+/* Ends a job with a failure decided here, without (another) request. */
+static void
+finish_local(EnrichJob *job, EnrichOutcomeKind kind, int sqlstate, char *message,
+			 char *detail, char *hint)
+{
+	memset(&job->out, 0, sizeof(EnrichOutcome));
+	job->out.kind = kind;
+	job->out.sqlstate = sqlstate;
+	job->out.message = message;
+	job->out.detail = detail;
+	job->out.hint = hint;
+	job->out.confidence = NAN;
+	job->out.credits_remaining = -1;
+	job->out.retry_after_ms = -1;
+	job->finished = true;
+	enrich_job_settle(job);
+}
+
+/* Gives back what a finished job still holds of the shared budget. */
+void
+enrich_job_settle(EnrichJob *job)
+{
+	if (job->counted)
+		enrich_rate_release(job->kind);
+	job->counted = false;
+	if (job->reserved || (job->out.charged && !job->settled))
+		enrich_credit_settle(job->kind, job->reserved,
+							 job->out.charged && !job->settled,
+							 job->out.credits_remaining);
+	job->reserved = false;
+	if (job->finished)
+		job->settled = true;
+}
+
+/*
+ * Starts the next try of a job if the budget and the rate limit allow.
+ * Returns false when it must wait (job->not_before says until when) or has
+ * been finished without a request (no credits, or a rate-limit wait past
+ * its deadline).
+ */
+bool
+enrich_job_try_start(EnrichJob *job)
+{
+	const char *prov = enrich_provider_name(job->kind);
+	EnrichPause why;
+	int64		wait_ms;
+	TimestampTz now;
+
+	if (!enrich_http_may_start(job->kind))
+	{
+		/* the first request to this provider is finding out its protocol */
+		job->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2);
+		return false;
+	}
+	if (!job->reserved)
+	{
+		EnrichReserve r = enrich_credit_reserve(job->kind);
+
+		now = GetCurrentTimestamp();
+		if (r == RESERVE_WAIT &&
+			(job->deadline == 0 || TimestampTzPlusMilliseconds(now, 10) <= job->deadline))
+		{
+			/* a request in flight may yet give its credit back */
+			job->not_before = TimestampTzPlusMilliseconds(now, 10);
+			return false;
+		}
+		if (r == RESERVE_WAIT)
+		{
+			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+						 psprintf("the credit budget for %s is spent", prov),
+						 psprintf("The last credits are reserved by requests in flight that did not give them back within enrich.request_timeout (%d ms); no request was sent.",
+								  enrich_request_timeout),
+						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
+								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
+			return false;
+		}
+		if (r == RESERVE_NONE)
+		{
+			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+						 psprintf("the credit budget for %s is spent", prov),
+						 pstrdup("No request was sent."),
+						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
+								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
+			return false;
+		}
+		job->reserved = true;
+	}
+	wait_ms = enrich_rate_acquire(job->kind, job->honour_pauses, &why);
+	if (wait_ms > 0)
+	{
+		now = GetCurrentTimestamp();
+		if (job->deadline != 0 && TimestampTzPlusMilliseconds(now, wait_ms) > job->deadline)
+		{
+			finish_local(job, OUTCOME_RATE_LIMITED, ERRCODE_ENRICH_RATE_LIMITED,
+						 psprintf("%s rate limit exceeded", prov),
+						 psprintf("The limit would delay the request by %lld ms, past enrich.request_timeout; no request was sent.",
+								  (long long) wait_ms),
+						 pstrdup("Queue the work with enrich.enqueue_company or enrich.enqueue_lead, or try again later."));
+			return false;
+		}
+		job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
+		return false;
+	}
+	job->counted = true;
+	job->attempts++;
+	job->active = true;
+	providers[job->kind]->start(job);
+	return true;
+}
+
+/*
+ * Classifies a finished try and decides: done (job->finished, outcome in
+ * job->out, shared budget settled) or retry later (job->not_before).
+ */
+void
+enrich_job_finish_try(EnrichJob *job)
+{
+	EnrichOutcome out;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		wait_ms;
+
+	job->active = false;
+	enrich_classify(job, &out, providers[job->kind]);
+	enrich_rate_observe(job->kind, &job->xfer, &out, job->honour_pauses);
+	enrich_stats_outcome(job->kind, &out, job->xfer.elapsed);
+	enrich_http_release(&job->xfer);
+	if (job->counted)
+		enrich_rate_release(job->kind);
+	job->counted = false;
+
+	if (enrich_outcome_retryable(&out) && job->attempts < enrich_max_attempts)
+	{
+		wait_ms = enrich_backoff_ms(job->attempts);
+		if (out.kind == OUTCOME_RATE_LIMITED && out.retry_after_ms >= 0)
+			wait_ms = Max(out.retry_after_ms, 100);
+		else if (out.kind == OUTCOME_TRANSIENT)
+			wait_ms = Max(wait_ms, out.retry_after_ms);
+		/*
+		 * A connection that went away under its first try (a kept-alive
+		 * one the server closed, an HTTP/2 session it ended) is no sign
+		 * of trouble: the first retry goes at once, on a new one.
+		 */
+		if (out.conn_lost && job->attempts == 1)
+			wait_ms = 0;
+		/*
+		 * a synchronous caller waits at most one request timeout for a 429
+		 * or a 503's Retry-After
+		 */
+		if (job->deadline == 0 ||
+			(out.kind != OUTCOME_RATE_LIMITED && out.retry_after_ms <= 0) ||
+			TimestampTzPlusMilliseconds(now, wait_ms) <= job->deadline)
+		{
+			/* the outcome of this try, for the queue's last_error */
+			job->out = out;
+			job->not_before = TimestampTzPlusMilliseconds(now, wait_ms);
+			return;
+		}
+	}
+	if (enrich_outcome_retryable(&out))
+		out.detail = psprintf("%s%sGave up after %d attempt%s.",
+							  out.detail ? out.detail : "", out.detail ? " " : "",
+							  job->attempts, job->attempts == 1 ? "" : "s");
+	job->out = out;
+	job->finished = true;
+	job->fetched_at = now;
+	enrich_job_settle(job);
+}
+
+/*
+ * Runs jobs to completion, at most `concurrency` in flight at once.  On
+ * return every job is finished with its outcome.  Every answer (a match
+ * or a no match) is handed to on_answer, when given, as it arrives: the
+ * caller makes it durable (the batch functions' spool file).
+ * Interrupts (cancel, statement_timeout, terminate) wake the wait and are
+ * honoured at once; the transfers and their shares of the budget are
+ * released before the ERROR goes on.
+ */
+void
+enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+				EnrichAnswerFn on_answer, void *arg)
+{
+	PG_TRY();
+	{
+		run_jobs(jobs, njobs, concurrency, on_answer, arg);
+	}
+	PG_CATCH();
+	{
+		for (int i = 0; i < njobs; i++)
+		{
+			enrich_http_release(&jobs[i].xfer);
+			enrich_job_settle(&jobs[i]);
+		}
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/* The loop of enrich_run_jobs. */
+static void
+run_jobs(EnrichJob *jobs, int njobs, int concurrency,
+		 EnrichAnswerFn on_answer, void *arg)
+{
+	int			nfinished = 0;
+	int			nactive = 0;
+	int			first = 0;		/* jobs before this are finished */
+	int			next = 0;		/* jobs from this on are not started yet */
+	TimestampTz start = GetCurrentTimestamp();
+
+	for (int i = 0; i < njobs; i++)
+	{
+		jobs[i].deadline = TimestampTzPlusMilliseconds(start, enrich_request_timeout);
+		if (jobs[i].finished)
+			nfinished++;
+	}
+
+	while (nfinished < njobs)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz due = PG_INT64_MAX;
+		long		timeout = POLL_MS;
+		EnrichTransfer *t;
+
+		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * Start retries and waits that are due, then new jobs, up to the cap.
+		 * Jobs finish about in the order they start, so the window from the
+		 * first unfinished job stays about two concurrencies wide.
+		 */
+		while (first < njobs && jobs[first].finished)
+			first++;
+		while (next < njobs && next < nactive + nfinished + concurrency)
+			next++;
+		for (int i = first; i < next && nactive < concurrency; i++)
+		{
+			EnrichJob  *j = &jobs[i];
+
+			if (j->finished || j->active)
+				continue;
+			if (j->not_before > now)
+			{
+				due = Min(due, j->not_before);
+				continue;
+			}
+			if (enrich_job_try_start(j))
+				nactive++;
+			else if (j->finished)
+				nfinished++;
+			else
+				due = Min(due, j->not_before);
+		}
+
+		while ((t = enrich_http_next_done()) != NULL)
+		{
+			EnrichJob  *j = (EnrichJob *) ((char *) t - offsetof(EnrichJob, xfer));
+
+			enrich_job_finish_try(j);
+			nactive--;
+			/* a free place: start the next job before waiting again */
+			timeout = 0;
+			if (!j->finished)
+				continue;
+			nfinished++;
+			if (on_answer && (j->out.kind == OUTCOME_MATCH || j->out.kind == OUTCOME_NO_MATCH))
+				on_answer(j, arg);
+		}
+		if (nfinished == njobs)
+			break;
+
+		if (due != PG_INT64_MAX)
+			timeout = Min(timeout, Max((due - now) / 1000, 1));
+		/* sockets, curl's timer, the latch (cancel), or the next due job */
+		if (timeout > 0)
+			(void) enrich_http_wait(timeout);
+	}
+}
+
