@@ -401,8 +401,6 @@ typedef struct EnrichHold
 extern void enrich_shmem_init(void);
 extern void enrich_require_shared(const char *what);
 extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
-extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
-								 double elapsed);
 extern void enrich_wake_worker(void);
 extern void enrich_holder_attach(void);
 extern EnrichHold *enrich_holder_mine(EnrichKind kind);
@@ -428,8 +426,21 @@ extern void enrich_limits_check_unshared(EnrichKind kind);
 extern int64 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why);
 extern void enrich_rate_release(EnrichKind kind);
 extern int	enrich_rate_quota(EnrichKind kind, TimestampTz *more_at);
-extern void enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t,
-								const EnrichOutcome *out, bool worker);
+/* What an answer said that the shared rate state learns from. */
+typedef struct EnrichRateAnswer
+{
+	long		http_status;	/* 0: no answer (a transport failure) */
+	bool		rate_limited;	/* a 429 */
+	bool		no_credits;		/* a 402 */
+	bool		auth;			/* the key was refused */
+	int64		retry_after_ms; /* Retry-After, -1: not sent */
+	int64		rl_limit;		/* X-RateLimit-*, -1: not sent */
+	int64		rl_remaining;
+	int64		rl_reset;
+	double		elapsed;		/* seconds the request took */
+} EnrichRateAnswer;
+
+extern void enrich_rate_observe(EnrichKind kind, const EnrichRateAnswer *a, bool worker);
 extern void enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until);
 extern void enrich_unpause(EnrichKind kind, EnrichPause reason);
 extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);

@@ -161,6 +161,50 @@ enrich_job_try_start(EnrichJob *job)
 	return true;
 }
 
+/* Counts a finished try in the statistics. */
+static void
+stats_outcome(EnrichKind kind, const EnrichOutcome *out, double elapsed)
+{
+	static const EnrichStat err_stat[] = {
+		[OUTCOME_TRANSIENT] = STAT_ERR_TRANSIENT,
+		[OUTCOME_RATE_LIMITED] = STAT_ERR_RATE,
+		[OUTCOME_NO_CREDITS] = STAT_ERR_CREDITS,
+		[OUTCOME_AUTH] = STAT_ERR_AUTH,
+		[OUTCOME_REJECTED] = STAT_ERR_REJECTED,
+		[OUTCOME_BAD_RESPONSE] = STAT_ERR_RESPONSE,
+		[OUTCOME_CONNECT] = STAT_ERR_CONNECT,
+		[OUTCOME_TLS] = STAT_ERR_CONNECT,
+	};
+
+	enrich_stat_add(kind, STAT_REQUESTS, 1);
+	enrich_stat_add(kind, STAT_LATENCY_US, (uint64) (elapsed * 1000000.0));
+	enrich_stat_add(kind, STAT_LATENCY_N, 1);
+	if (out->kind == OUTCOME_MATCH)
+		enrich_stat_add(kind, STAT_SUCCESSES, 1);
+	else if (out->kind == OUTCOME_NO_MATCH)
+		enrich_stat_add(kind, STAT_NO_MATCHES, 1);
+	else if (out->kind > OUTCOME_NO_MATCH && out->kind <= OUTCOME_TLS)
+		enrich_stat_add(kind, err_stat[out->kind], 1);
+}
+
+/* Tells the shared rate state what a finished try's answer said. */
+static void
+observe(EnrichJob *job, const EnrichOutcome *out)
+{
+	EnrichRateAnswer a;
+
+	a.http_status = out->http_status;
+	a.rate_limited = out->kind == OUTCOME_RATE_LIMITED;
+	a.no_credits = out->kind == OUTCOME_NO_CREDITS;
+	a.auth = out->kind == OUTCOME_AUTH;
+	a.retry_after_ms = out->retry_after_ms;
+	a.rl_limit = job->xfer.rl_limit;
+	a.rl_remaining = job->xfer.rl_remaining;
+	a.rl_reset = job->xfer.rl_reset;
+	a.elapsed = job->xfer.elapsed;
+	enrich_rate_observe(job->kind, &a, job->honour_pauses);
+}
+
 /*
  * Classifies a finished try and decides: done (job->finished, outcome in
  * job->out, shared budget settled) or retry later (job->not_before).
@@ -174,8 +218,8 @@ enrich_job_finish_try(EnrichJob *job)
 
 	job->active = false;
 	enrich_classify(job, &out, providers[job->kind]);
-	enrich_rate_observe(job->kind, &job->xfer, &out, job->honour_pauses);
-	enrich_stats_outcome(job->kind, &out, job->xfer.elapsed);
+	observe(job, &out);
+	stats_outcome(job->kind, &out, job->xfer.elapsed);
 	enrich_http_release(&job->xfer);
 	if (job->counted)
 		enrich_rate_release(job->kind);
@@ -327,4 +371,3 @@ run_jobs(EnrichJob *jobs, int njobs, int concurrency,
 			(void) enrich_http_wait(timeout);
 	}
 }
-

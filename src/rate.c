@@ -246,33 +246,32 @@ enrich_paused(EnrichKind kind, TimestampTz *until)
  * its error and may try again).
  */
 void
-enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcome *out,
-					bool worker)
+enrich_rate_observe(EnrichKind kind, const EnrichRateAnswer *a, bool worker)
 {
 	EnrichProviderShared *p;
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz reset_at = 0;
-	TimestampTz sent_at = now - (int64) (t->elapsed * USECS_PER_SEC);
-	bool		throttled = out->kind == OUTCOME_RATE_LIMITED && out->http_status == 429;
+	TimestampTz sent_at = now - (int64) (a->elapsed * USECS_PER_SEC);
+	bool		throttled = a->rate_limited && a->http_status == 429;
 	int32		strikes;
 
 	if (enrich_shared == NULL)
 		return;
 	p = &enrich_shared->prov[kind];
-	if (t->rl_reset >= 0)
-		reset_at = (t->rl_reset < 1000000000) ?
-			TimestampTzPlusMilliseconds(now, t->rl_reset * 1000) :
-			time_t_to_timestamptz((pg_time_t) t->rl_reset);
+	if (a->rl_reset >= 0)
+		reset_at = (a->rl_reset < 1000000000) ?
+			TimestampTzPlusMilliseconds(now, a->rl_reset * 1000) :
+			time_t_to_timestamptz((pg_time_t) a->rl_reset);
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	if (t->rl_limit >= 0)
-		p->rl_limit = t->rl_limit;
-	if (t->rl_remaining >= 0)
+	if (a->rl_limit >= 0)
+		p->rl_limit = a->rl_limit;
+	if (a->rl_remaining >= 0)
 	{
-		p->rl_remaining = t->rl_remaining;
+		p->rl_remaining = a->rl_remaining;
 		p->rl_reset = reset_at;
 	}
 	/* the others still out: this request is still counted in flight */
-	enrich_window_observe(&p->window, t->rl_limit, t->rl_remaining, reset_at,
+	enrich_window_observe(&p->window, a->rl_limit, a->rl_remaining, reset_at,
 						  Max(p->in_flight - 1, 0));
 	if (throttled)
 	{
@@ -280,7 +279,7 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 		p->probe_needed = true;
 		p->probe_at = 0;
 	}
-	else if (out->http_status > 0)
+	else if (a->http_status > 0)
 	{
 		enrich_learner_admitted(&p->learner, now);
 		/* the provider answered after its pause: the probe came back */
@@ -291,24 +290,24 @@ enrich_rate_observe(EnrichKind kind, const EnrichTransfer *t, const EnrichOutcom
 		}
 	}
 	/* 429s in a row without a wait stated back off longer and longer */
-	p->rate_strikes = out->kind == OUTCOME_RATE_LIMITED ? p->rate_strikes + 1 : 0;
+	p->rate_strikes = a->rate_limited ? p->rate_strikes + 1 : 0;
 	strikes = p->rate_strikes;
 	LWLockRelease(enrich_shared->lock);
 
-	if (out->kind == OUTCOME_RATE_LIMITED)
+	if (a->rate_limited)
 	{
-		int64		ms = out->retry_after_ms;
+		int64		ms = a->retry_after_ms;
 
 		if (ms < 0)
 			ms = enrich_backoff_ms(strikes);
 		enrich_pause(kind, PAUSE_RATE, TimestampTzPlusMilliseconds(now, Max(ms, 100)));
 		return;
 	}
-	if (out->kind == OUTCOME_NO_CREDITS && out->http_status == 402 && worker)
+	if (a->no_credits && a->http_status == 402 && worker)
 		enrich_pause(kind, PAUSE_CREDITS, TimestampTzPlusMilliseconds(now, ENRICH_CREDIT_PROBE_MS));
-	else if (out->kind == OUTCOME_AUTH && worker)
+	else if (a->auth && worker)
 		enrich_pause(kind, PAUSE_AUTH, TimestampTzPlusMilliseconds(now, ENRICH_AUTH_PAUSE_MS));
-	else if (t->rl_remaining == 0 && reset_at > now)
+	else if (a->rl_remaining == 0 && reset_at > now)
 		enrich_pause(kind, PAUSE_RATE, reset_at);
 }
 

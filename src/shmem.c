@@ -276,29 +276,3 @@ enrich_holders_sweep(TimestampTz now)
 	}
 	return found;
 }
-
-/* Counts a finished try in the statistics. */
-void
-enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out, double elapsed)
-{
-	static const EnrichStat err_stat[] = {
-		[OUTCOME_TRANSIENT] = STAT_ERR_TRANSIENT,
-		[OUTCOME_RATE_LIMITED] = STAT_ERR_RATE,
-		[OUTCOME_NO_CREDITS] = STAT_ERR_CREDITS,
-		[OUTCOME_AUTH] = STAT_ERR_AUTH,
-		[OUTCOME_REJECTED] = STAT_ERR_REJECTED,
-		[OUTCOME_BAD_RESPONSE] = STAT_ERR_RESPONSE,
-		[OUTCOME_CONNECT] = STAT_ERR_CONNECT,
-		[OUTCOME_TLS] = STAT_ERR_CONNECT,
-	};
-
-	enrich_stat_add(kind, STAT_REQUESTS, 1);
-	enrich_stat_add(kind, STAT_LATENCY_US, (uint64) (elapsed * 1000000.0));
-	enrich_stat_add(kind, STAT_LATENCY_N, 1);
-	if (out->kind == OUTCOME_MATCH)
-		enrich_stat_add(kind, STAT_SUCCESSES, 1);
-	else if (out->kind == OUTCOME_NO_MATCH)
-		enrich_stat_add(kind, STAT_NO_MATCHES, 1);
-	else if (out->kind > OUTCOME_NO_MATCH && out->kind <= OUTCOME_TLS)
-		enrich_stat_add(kind, err_stat[out->kind], 1);
-}
