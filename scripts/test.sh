@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of enrich on a throwaway cluster and the bundled provider
-# emulator: the emulator's self-test, a short fuzzing run (test/fuzz), the
+# emulator: the layer check of src/ (scripts/check-layers.pl), the
+# emulator's self-test, a short fuzzing run (test/fuzz), the
 # pg_regress suite, the response check held against jsonb_in, the TAP
 # suite, and then pg_regress and TAP again with enrich built with
 # AddressSanitizer (scripts/test-asan.sh).  Installs what is missing,
@@ -49,6 +50,12 @@ FULL=0
 [ ${#ONLY_TAP[@]} -eq 0 ] && [ -z "${ENRICH_ASAN_LOGS:-}" ] && FULL=1
 
 if [ $FULL -eq 1 ]; then
+echo "== the layers of src/ (scripts/check-layers.pl, from the built objects)"
+OBJDIR="$ROOT/src"
+[ -n "${ENRICH_PRIVATE:-}" ] && OBJDIR="$ENRICH_PRIVATE/src/src"
+perl "$ROOT/scripts/check-layers.pl" "$OBJDIR"
+record "layers" $?
+
 echo "== provider emulator self-test"
 bash "$ROOT/test/provider/selftest.sh"
 record "emulator self-test" $?
