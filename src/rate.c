@@ -289,6 +289,8 @@ enrich_rate_observe(EnrichKind kind, const EnrichRateAnswer *a, bool worker)
 			p->probe_at = 0;
 		}
 	}
+	else if (p->paused_until <= now)
+		p->probe_at = 0;		/* no answer: another request may probe */
 	/* 429s in a row without a wait stated back off longer and longer */
 	p->rate_strikes = a->rate_limited ? p->rate_strikes + 1 : 0;
 	strikes = p->rate_strikes;

@@ -34,7 +34,7 @@ my %blocks;
 	}
 }
 is(join(' ', map { "$_:" . scalar(grep { $_->[0] eq 'sql' } @{ $blocks{$_} }) } sort keys %blocks),
-	'DBAs:5 analysts:5 applications:2', 'the README has the recipes this test knows');
+	'DBAs:6 analysts:5 applications:2', 'the README has the recipes this test knows');
 
 start_emulator();
 my $node = enrich_node('readme');
