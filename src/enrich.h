@@ -119,18 +119,20 @@ typedef struct EnrichTransfer
 	bool		in_multi;
 } EnrichTransfer;
 
-extern void enrich_http_init(void);
-extern CURLM *enrich_http_multi(void);
 extern void enrich_http_start(EnrichTransfer *t, const char *url,
 							  struct curl_slist *headers, const char *post_body);
 extern void enrich_http_release(EnrichTransfer *t);
-extern EnrichTransfer *enrich_http_next_done(void);
-extern bool enrich_http_wait(long timeout_ms);
 extern int	enrich_http_active(void);
 extern bool enrich_http_may_start(EnrichKind kind);
 extern int	enrich_http_concurrency(void);
 extern struct curl_slist *enrich_http_header(struct curl_slist *list,
 											 const char *name, const char *value);
+
+/* ---- http_wait.c ---- */
+extern void enrich_http_init(void);
+extern CURLM *enrich_http_multi(void);
+extern EnrichTransfer *enrich_http_next_done(void);
+extern bool enrich_http_wait(long timeout_ms);
 
 /* ---- provider.c ---- */
 
