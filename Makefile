@@ -18,6 +18,7 @@ OBJS = \
 	src/slintel.o \
 	src/cache.o \
 	src/spool.o \
+	src/spool_read.o \
 	src/sync.o \
 	src/ratelearn.o \
 	src/shmem.o \
@@ -39,9 +40,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the private headers; the transport's files on theirs
+# every object depends on the private headers; the transport's and the
+# spool's files also on their own
 $(OBJS): src/enrich.h src/normalize.h src/response.h
 src/http.o src/http_wait.o: src/http_int.h
+src/spool.o src/spool_read.o: src/spool_int.h
 
 # the fresh install script of the current version: every release in order
 enrich--0.3.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql enrich--0.2.0--0.3.0.sql

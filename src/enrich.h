@@ -426,18 +426,6 @@ extern int	enrich_auto_take_inbox(void);
 
 /* ---- spool.c ---- */
 
-/* An answer found in the spool directory. */
-typedef struct EnrichSpooled
-{
-	EnrichKind	kind;
-	char	   *key;
-	Oid			db;				/* the database it belongs to */
-	FullTransactionId fxid;		/* the transaction that wrote it */
-	bool		owner_running;	/* that transaction may still commit it */
-	TimestampTz fetched_at;
-	EnrichOutcome out;			/* MATCH with result, or NO_MATCH */
-} EnrichSpooled;
-
 /* The spool file of one batch call: its answers, appended as they come. */
 typedef struct EnrichSpoolBatch
 {
@@ -457,6 +445,21 @@ extern void enrich_spool_worker_sync(EnrichSpoolBatch *b);
 extern void enrich_spool_worker_remove(EnrichSpoolBatch *b);
 extern void enrich_spool_write(EnrichKind kind, const char *key,
 							   const EnrichOutcome *out, TimestampTz fetched_at);
+
+/* ---- spool_read.c ---- */
+
+/* An answer found in the spool directory. */
+typedef struct EnrichSpooled
+{
+	EnrichKind	kind;
+	char	   *key;
+	Oid			db;				/* the database it belongs to */
+	FullTransactionId fxid;		/* the transaction that wrote it */
+	bool		owner_running;	/* that transaction may still commit it */
+	TimestampTz fetched_at;
+	EnrichOutcome out;			/* MATCH with result, or NO_MATCH */
+} EnrichSpooled;
+
 extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp);
 extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
