@@ -15,12 +15,14 @@ OBJS = \
 	src/normalize.o \
 	src/response.o \
 	src/http.o \
+	src/http_wait.o \
 	src/provider.o \
 	src/leadlex.o \
 	src/slintel.o \
 	src/job.o \
 	src/cache.o \
 	src/spool.o \
+	src/spool_read.o \
 	src/sync.o \
 	src/ratelearn.o \
 	src/shmem.o \
@@ -43,8 +45,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the private header
+# every object depends on the private headers; the transport's and the
+# spool's files also on their own
 $(OBJS): src/enrich.h src/normalize.h src/response.h
+src/http.o src/http_wait.o: src/http_int.h
+src/spool.o src/spool_read.o: src/spool_int.h
 
 # the fresh install script of the current version: every release in order
 enrich--0.3.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql enrich--0.2.0--0.3.0.sql

@@ -140,18 +140,20 @@ typedef struct EnrichTransfer
 	bool		in_multi;
 } EnrichTransfer;
 
-extern void enrich_http_init(void);
-extern CURLM *enrich_http_multi(void);
 extern void enrich_http_start(EnrichTransfer *t, const char *url,
 							  struct curl_slist *headers, const char *post_body);
 extern void enrich_http_release(EnrichTransfer *t);
-extern EnrichTransfer *enrich_http_next_done(void);
-extern bool enrich_http_wait(long timeout_ms);
 extern int	enrich_http_active(void);
 extern bool enrich_http_may_start(EnrichKind kind);
 extern int	enrich_http_concurrency(void);
 extern struct curl_slist *enrich_http_header(struct curl_slist *list,
 											 const char *name, const char *value);
+
+/* ---- http_wait.c ---- */
+extern void enrich_http_init(void);
+extern CURLM *enrich_http_multi(void);
+extern EnrichTransfer *enrich_http_next_done(void);
+extern bool enrich_http_wait(long timeout_ms);
 
 /* ---- provider.c ---- */
 
@@ -467,18 +469,6 @@ extern int	enrich_auto_take_inbox(void);
 
 /* ---- spool.c ---- */
 
-/* An answer found in the spool directory. */
-typedef struct EnrichSpooled
-{
-	EnrichKind	kind;
-	char	   *key;
-	Oid			db;				/* the database it belongs to */
-	FullTransactionId fxid;		/* the transaction that wrote it */
-	bool		owner_running;	/* that transaction may still commit it */
-	TimestampTz fetched_at;
-	EnrichOutcome out;			/* MATCH with result, or NO_MATCH */
-} EnrichSpooled;
-
 /* The spool file of one batch call: its answers, appended as they come. */
 typedef struct EnrichSpoolBatch
 {
@@ -498,6 +488,21 @@ extern void enrich_spool_worker_sync(EnrichSpoolBatch *b);
 extern void enrich_spool_worker_remove(EnrichSpoolBatch *b);
 extern void enrich_spool_write(EnrichKind kind, const char *key,
 							   const EnrichOutcome *out, TimestampTz fetched_at);
+
+/* ---- spool_read.c ---- */
+
+/* An answer found in the spool directory. */
+typedef struct EnrichSpooled
+{
+	EnrichKind	kind;
+	char	   *key;
+	Oid			db;				/* the database it belongs to */
+	FullTransactionId fxid;		/* the transaction that wrote it */
+	bool		owner_running;	/* that transaction may still commit it */
+	TimestampTz fetched_at;
+	EnrichOutcome out;			/* MATCH with result, or NO_MATCH */
+} EnrichSpooled;
+
 extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp);
 extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
