@@ -11,6 +11,7 @@ OBJS = \
 	src/guc.o \
 	src/normalize.o \
 	src/response.o \
+	src/response_headers.o \
 	src/http.o \
 	src/provider.o \
 	src/leadlex.o \
