@@ -10,6 +10,8 @@ OBJS = \
 	src/enrich.o \
 	src/guc.o \
 	src/normalize.o \
+	src/normalize_domain.o \
+	src/normalize_linkedin.o \
 	src/response.o \
 	src/response_headers.o \
 	src/http.o \
