@@ -13,7 +13,10 @@ OBJS = \
 	src/owner.o \
 	src/json.o \
 	src/normalize.o \
+	src/normalize_domain.o \
+	src/normalize_linkedin.o \
 	src/response.o \
+	src/response_headers.o \
 	src/http.o \
 	src/http_wait.o \
 	src/provider.o \

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * response.h
- *	  Checks of provider response bodies and parsing of response headers,
- *	  usable in the backend and in a frontend program (the fuzz harness).
+ *	  Checks of provider response bodies (response.c) and parsing of
+ *	  response headers (response_headers.c), usable in the backend and in a
+ *	  frontend program (the fuzz harness).
  *
  * Include postgres.h (backend) or postgres_fe.h (frontend) first.
  *

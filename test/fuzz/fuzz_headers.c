@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_headers.c
- *	  libFuzzer target for the response header parsing of src/response.c.
+ *	  libFuzzer target for the response header parsing of
+ *	  src/response_headers.c.
  *
  * Each line of the input (up to and with its '\n') is handed over as
  * libcurl hands a header line to header_cb: in a buffer of exactly its

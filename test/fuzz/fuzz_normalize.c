@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * fuzz_normalize.c
- *	  libFuzzer target for the key normalisers of src/normalize.c, built
- *	  as fuzz_domain, and with -DFUZZ_LINKEDIN as fuzz_linkedin.
+ *	  libFuzzer target for the key normalisers of src/normalize_domain.c
+ *	  and src/normalize_linkedin.c (with src/normalize.c), built as
+ *	  fuzz_domain, and with -DFUZZ_LINKEDIN as fuzz_linkedin.
  *
  * Beyond not crashing under AddressSanitizer and UBSan, every run checks
  * what the callers rely on: a key or a reason, never both or neither; a key

@@ -6,8 +6,10 @@
 #   bash test/fuzz/run.sh [SECONDS]
 #   FUZZ_TARGETS="fuzz_response fuzz_headers" bash test/fuzz/run.sh 1800
 #
-# Targets: fuzz_domain and fuzz_linkedin (src/normalize.c), fuzz_response
-# (the body check of src/response.c), fuzz_headers (its header parsing).
+# Targets: fuzz_domain and fuzz_linkedin (src/normalize_domain.c and
+# src/normalize_linkedin.c, with src/normalize.c), fuzz_response
+# (the body check of src/response.c), fuzz_headers (the header parsing of
+# src/response_headers.c).
 # Seeds come from make-seeds.sh (sql/normalize.sql and the provider
 # emulator); each target's corpus grows in build/corpus/TARGET across runs.
 # Inputs that once made a target fail are kept in crashes/TARGET and are
