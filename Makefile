@@ -23,6 +23,9 @@ OBJS = \
 	src/limits.o \
 	src/queue.o \
 	src/worker.o \
+	src/worker_turn.o \
+	src/worker_write.o \
+	src/worker_house.o \
 	src/batch.o \
 	src/auto.o \
 	src/ops.o
@@ -39,7 +42,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # every object depends on the private header
-$(OBJS): src/enrich.h src/normalize.h src/response.h
+$(OBJS): src/enrich.h src/normalize.h src/response.h src/worker.h
 
 # the fresh install script of the current version: every release in order
 enrich--0.3.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql enrich--0.2.0--0.3.0.sql
