@@ -28,6 +28,7 @@ OBJS = \
 	src/worker_house.o \
 	src/batch.o \
 	src/auto.o \
+	src/auto_deliver.o \
 	src/ops.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)

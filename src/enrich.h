@@ -403,6 +403,10 @@ extern void enrich_stats_outcome(EnrichKind kind, const EnrichOutcome *out,
 								 double elapsed);
 
 /* ---- auto.c ---- */
+extern int	enrich_auto_exec_owner(const char *sql, int nargs, Oid *types,
+								   Datum *values, const char *nulls);
+
+/* ---- auto_deliver.c ---- */
 /* Answers to write into auto_enrich targets, collected, then written at once. */
 typedef struct EnrichDeliveries
 {
