@@ -34,8 +34,12 @@ OBJS = \
 	src/limits.o \
 	src/queue.o \
 	src/worker.o \
+	src/worker_turn.o \
+	src/worker_write.o \
+	src/worker_house.o \
 	src/batch.o \
-	src/auto.o
+	src/auto.o \
+	src/auto_deliver.o
 
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2)
 SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)
@@ -48,11 +52,12 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the private headers; the transport's and the
-# spool's files also on their own
+# every object depends on the private headers; the transport's, the
+# spool's and the worker's files also on their own
 $(OBJS): src/enrich.h src/normalize.h src/response.h
 src/http.o src/http_wait.o: src/http_int.h
 src/spool.o src/spool_read.o: src/spool_int.h
+src/worker.o src/worker_turn.o src/worker_write.o src/worker_house.o: src/worker.h
 
 # the fresh install script of the current version: every release in order
 enrich--0.3.0.sql: enrich--0.1.0.sql enrich--0.1.0--0.2.0.sql enrich--0.2.0--0.3.0.sql

@@ -448,6 +448,10 @@ extern void enrich_unpause(EnrichKind kind, EnrichPause reason);
 extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);
 
 /* ---- auto.c ---- */
+extern int	enrich_auto_exec_owner(const char *sql, int nargs, Oid *types,
+								   Datum *values, const char *nulls);
+
+/* ---- auto_deliver.c ---- */
 /* Answers to write into auto_enrich targets, collected, then written at once. */
 typedef struct EnrichDeliveries
 {

@@ -1,0 +1,202 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_house.c
+ *	  The worker's housekeeping: the version check, recovery of in-flight
+ *	  items, waiting_credits parking, and the queue pass (orphans and
+ *	  retention).
+ *
+ * Housekeeping runs inside a turn's transaction, once a second or when
+ * woken.  When the worker starts, in_flight items are queued again; a
+ * LeadLex retry reuses the item's Idempotency-Key, so it is not charged
+ * twice.  Every 10 seconds the queue pass queues again the items in flight
+ * that no slot holds (a restored dump brings them back so) and deletes
+ * finished items older than enrich.queue_retention, in short transactions
+ * of its own.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "worker.h"
+
+/* How often the queue pass requeues orphans and deletes old finished items ... */
+#define QUEUE_PASS_MS 10000
+/* ... how many per transaction, and for how long at most in one go. */
+#define RETENTION_BATCH 1000
+#define RETENTION_SLICE_MS 50
+/* With more to delete, the next slice comes this much later. */
+#define QUEUE_PASS_AGAIN_MS 100
+
+/* ---- housekeeping ---- */
+
+/*
+ * Whether the extension is installed in our database at the library's
+ * version (inside a transaction).  Says once in the log why not.
+ */
+static bool
+extension_installed(void)
+{
+	static char said[64] = "";
+	const char *why;
+	char	   *version = NULL;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'enrich'",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (version != NULL && strcmp(version, ENRICH_VERSION) == 0)
+	{
+		said[0] = '\0';
+		return true;
+	}
+	why = version ? version : "none";
+	if (strcmp(said, why) != 0)
+	{
+		if (version == NULL)
+			ereport(LOG,
+					(errmsg("enrich worker waits for CREATE EXTENSION enrich in database \"%s\"",
+							enrich_database_name)));
+		else
+			ereport(WARNING,
+					(errmsg("enrich worker waits: extension enrich is at version %s, the library at %s",
+							version, ENRICH_VERSION),
+					 errhint("Run ALTER EXTENSION enrich UPDATE in database \"%s\".",
+							 enrich_database_name)));
+		strlcpy(said, why, sizeof(said));
+	}
+	return false;
+}
+
+/*
+ * Parks queued work of a provider whose budget is spent (or that answered
+ * 402) as waiting_credits, and resumes parked work when credits are there.
+ */
+static void
+balance_credits(EnrichKind kind)
+{
+	Oid			types[2] = {TEXTOID, INT8OID};
+	Datum		values[2];
+	TimestampTz until;
+	EnrichPause pause = enrich_paused(kind, &until);
+	int64		avail = enrich_credit_available(kind);
+
+	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
+	if (avail == 0 || (pause == PAUSE_CREDITS && until > GetCurrentTimestamp()))
+	{
+		if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'waiting_credits', updated_at = pg_catalog.now() "
+								  "WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) $1",
+								  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not park queue items");
+		return;
+	}
+	/* a credit pause that has run out lets one probe through */
+	values[1] = Int64GetDatum(pause == PAUSE_CREDITS ? 1 : Min(avail, PG_INT64_MAX / 2));
+	if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'queued', next_attempt_at = pg_catalog.now(), "
+							  "updated_at = pg_catalog.now() "
+							  "WHERE id IN (SELECT id FROM enrich.queue "
+							  "  WHERE status OPERATOR(pg_catalog.=) 'waiting_credits' AND kind OPERATOR(pg_catalog.=) $1 "
+							  "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not resume queue items");
+	if (SPI_processed > 0)
+		enrich_worker.more_due[kind] = true;
+}
+
+/* Once a second, or when woken: version check, recovery, spool, budgets. */
+void
+enrich_worker_housekeeping(void)
+{
+	int			n;
+
+	enrich_worker.ready = extension_installed();
+	if (!enrich_worker.ready)
+		return;
+	if (!enrich_worker.recovered)
+	{
+		n = enrich_queue_recover();
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("enrich worker queued %d interrupted request(s) again", n)));
+		enrich_worker.recovered = true;
+	}
+	n = enrich_spool_ingest_all(true);
+	if (n > 0)
+		ereport(DEBUG1, (errmsg("enrich worker took in %d spooled answer(s)", n)));
+	enrich_limits_load();
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		balance_credits((EnrichKind) k);
+	enrich_worker.inbox_busy = true;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		enrich_worker.more_due[k] = true;
+}
+
+/* ---- the queue pass: orphans and retention ---- */
+
+/*
+ * Every QUEUE_PASS_MS: queues again the items in flight that this worker
+ * does not hold (a restored dump brings them back in flight), and deletes
+ * finished items older than enrich.queue_retention, RETENTION_BATCH in a
+ * transaction, for at most RETENTION_SLICE_MS; with more to delete it
+ * comes back after QUEUE_PASS_AGAIN_MS, between turns, so that requests go
+ * on meanwhile and no lock is held long.  Unfinished items and the cache
+ * are never touched.
+ */
+void
+enrich_worker_queue_pass(void)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	int64	   *held = palloc(sizeof(int64) * (enrich_worker.nslots + enrich_worker.nleft + 1));
+	int			nheld = 0;
+	volatile bool more = false;
+	volatile int deleted = 0;
+
+	for (int i = 0; i < enrich_worker.nslots; i++)
+		if (enrich_worker.slots[i]->used)
+			held[nheld++] = enrich_worker.slots[i]->job.queue_id;
+	for (int i = 0; i < enrich_worker.nleft; i++)
+		held[nheld++] = enrich_worker.left_ids[i];
+	PG_TRY();
+	{
+		int			n;
+
+		enrich_worker_tx_begin(false);
+		n = enrich_queue_requeue_orphans(nheld, held);
+		enrich_worker_tx_commit();
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("enrich worker queued %d item(s) found in flight again", n),
+					 errdetail("No request of this worker was in flight for them (a restored dump brings items back so).")));
+		while (enrich_queue_retention >= 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			enrich_worker_tx_begin(false);
+			n = enrich_queue_delete_finished(start - (TimestampTz) enrich_queue_retention * USECS_PER_SEC,
+											 RETENTION_BATCH);
+			enrich_worker_tx_commit();
+			deleted += n;
+			if (n < RETENTION_BATCH)
+				break;
+			if (GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(start, RETENTION_SLICE_MS))
+			{
+				more = true;
+				break;
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		(void) enrich_worker_tx_recover();
+	}
+	PG_END_TRY();
+	pfree(held);
+	if (deleted > 0)
+		ereport(DEBUG1,
+				(errmsg("enrich worker deleted %d finished queue item(s)", deleted)));
+	enrich_worker.next_queue_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+												 more ? QUEUE_PASS_AGAIN_MS : QUEUE_PASS_MS);
+}
