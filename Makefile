@@ -15,6 +15,7 @@ OBJS = \
 	src/normalize.o \
 	src/normalize_domain.o \
 	src/normalize_linkedin.o \
+	src/normalize_sql.o \
 	src/response.o \
 	src/response_headers.o \
 	src/http.o \

@@ -69,9 +69,7 @@
 /* ... and at most how often when woken (by commits that queued work). */
 #define HOUSEKEEPING_MIN_MS 100
 
-EnrichWorkerState enrich_worker = {.inbox_busy = true, .spool = {.fd = -1}};
 
-static MemoryContext turn_cxt = NULL;	/* reset after every transaction */
 static TimestampTz next_housekeeping = 0;
 static TimestampTz last_housekeeping = 0;
 
@@ -103,53 +101,6 @@ worker_detach(int code, Datum arg)
 		enrich_shared->worker_pid = 0;
 	}
 	LWLockRelease(enrich_shared->lock);
-}
-
-/* ---- transactions ---- */
-
-/* Starts a transaction of ours with SPI and a snapshot. */
-void
-enrich_worker_tx_begin(bool durable)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SetConfigOption("synchronous_commit", durable ? "on" : "off",
-					PGC_SUSET, PGC_S_SESSION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	MemoryContextSwitchTo(turn_cxt);
-}
-
-/* Commits a transaction started by enrich_worker_tx_begin. */
-void
-enrich_worker_tx_commit(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(enrich_worker.cxt);
-	MemoryContextReset(turn_cxt);
-	pgstat_report_stat(false);
-}
-
-/* Logs the error in flight and rolls back; returns its message. */
-char *
-enrich_worker_tx_recover(void)
-{
-	ErrorData  *ed;
-	char	   *msg;
-
-	MemoryContextSwitchTo(enrich_worker.cxt);
-	ed = CopyErrorData();
-	msg = pstrdup(ed->message);
-	FreeErrorData(ed);
-	EmitErrorReport();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	SPI_finish();
-	MemoryContextReset(turn_cxt);
-	return msg;
 }
 
 /* ---- the turn and the loop ---- */
@@ -267,7 +218,7 @@ worker_start(void)
 
 	enrich_worker.cxt = AllocSetContextCreate(TopMemoryContext, "enrich worker",
 											  ALLOCSET_DEFAULT_SIZES);
-	turn_cxt = AllocSetContextCreate(enrich_worker.cxt, "enrich worker turn",
+	enrich_worker_turn_cxt = AllocSetContextCreate(enrich_worker.cxt, "enrich worker turn",
 									 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(enrich_worker.cxt);
 

@@ -50,6 +50,7 @@ typedef struct EnrichWorkerState
 } EnrichWorkerState;
 
 extern EnrichWorkerState enrich_worker;
+extern MemoryContext enrich_worker_turn_cxt;
 
 /* ---- worker.c ---- */
 extern void enrich_worker_tx_begin(bool durable);

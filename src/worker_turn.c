@@ -11,16 +11,30 @@
  * there is room in the concurrency; a slot that would wait long for its
  * provider goes back to the queue.  A finished transfer's paid answer is
  * spooled at once, and its slot awaits write-back (worker_write.c).
+ * Also here, as the lowest of the worker's files: the state they share
+ * (worker.h) and the worker's transactions (enrich_worker_tx_*).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
 
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "worker.h"
+
+/* What the worker's files share (worker.h); defined here, the lowest of them. */
+EnrichWorkerState enrich_worker = {.inbox_busy = true, .spool = {.fd = -1}};
+
+/* Reset after every transaction of the worker's (enrich_worker_tx_*). */
+MemoryContext enrich_worker_turn_cxt = NULL;
 
 /* A ready item that would wait longer than this goes back to the queue. */
 #define HOLD_MAX_MS 2000
@@ -327,4 +341,49 @@ enrich_worker_collect(void)
 		if (enrich_worker.slots[i]->used && enrich_worker.slots[i]->done)
 			ndone++;
 	return ndone;
+}
+
+/* Starts a transaction of ours with SPI and a snapshot. */
+void
+enrich_worker_tx_begin(bool durable)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SetConfigOption("synchronous_commit", durable ? "on" : "off",
+					PGC_SUSET, PGC_S_SESSION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(enrich_worker_turn_cxt);
+}
+
+/* Commits a transaction started by enrich_worker_tx_begin. */
+void
+enrich_worker_tx_commit(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(enrich_worker.cxt);
+	MemoryContextReset(enrich_worker_turn_cxt);
+	pgstat_report_stat(false);
+}
+
+/* Logs the error in flight and rolls back; returns its message. */
+char *
+enrich_worker_tx_recover(void)
+{
+	ErrorData  *ed;
+	char	   *msg;
+
+	MemoryContextSwitchTo(enrich_worker.cxt);
+	ed = CopyErrorData();
+	msg = pstrdup(ed->message);
+	FreeErrorData(ed);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	SPI_finish();
+	MemoryContextReset(enrich_worker_turn_cxt);
+	return msg;
 }
