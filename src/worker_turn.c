@@ -24,7 +24,6 @@
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
