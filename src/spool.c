@@ -156,6 +156,16 @@ spool_record(StringInfo buf, FullTransactionId fxid, EnrichKind kind,
 	}
 	if (!isnan(out->confidence))
 		appendStringInfo(buf, ", \"confidence\": %.17g", out->confidence);
+	if (out->fields)
+	{
+		appendStringInfoString(buf, ", \"fields\": ");
+		escape_json(buf, out->fields);
+	}
+	if (out->fields_updated)
+	{
+		appendStringInfoString(buf, ", \"fields_updated\": ");
+		(void) JsonbToCString(buf, &out->fields_updated->root, VARSIZE(out->fields_updated));
+	}
 	appendStringInfoString(buf, ", \"result\": ");
 	if (out->kind == OUTCOME_MATCH)
 		(void) JsonbToCString(buf, &out->result->root, VARSIZE(out->result));
@@ -449,6 +459,8 @@ spool_parse(const char *path, const char *data, size_t len, EnrichSpooled *sp)
 	sp->out.request_id = enrich_jsonb_get_text(jb, "request_id");
 	if ((s = enrich_jsonb_get_text(jb, "confidence")) != NULL)
 		sp->out.confidence = strtod(s, NULL);
+	sp->out.fields = enrich_jsonb_get_text(jb, "fields");
+	sp->out.fields_updated = enrich_jsonb_get(jb, "fields_updated");
 	res = enrich_jsonb_get(jb, "result");
 	if (res != NULL && JB_ROOT_IS_OBJECT(res) && !JB_ROOT_IS_SCALAR(res))
 	{
