@@ -50,7 +50,9 @@ enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
 
 /*
  * Gives a job the Idempotency-Key of its request today (see
- * enrich_daily_idempotency_key): set refetch and by_id before.
+ * enrich_daily_idempotency_key): set refetch and by_id before.  A
+ * re-fetch has a key of its own even when its body is the first fetch's:
+ * the same key would replay that day's first answer.
  */
 void
 enrich_job_daily_key(EnrichJob *job)
@@ -59,6 +61,8 @@ enrich_job_daily_key(EnrichJob *job)
 	StringInfoData variant;
 
 	initStringInfo(&variant);
+	if (job->refetch)
+		appendStringInfoString(&variant, "refetch;");
 	if (ops->describe)
 		ops->describe(job, &variant);
 	enrich_daily_idempotency_key(job->kind, job->key, variant.data, job->idempotency_key);
