@@ -46,7 +46,7 @@ PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libcurl libpsl libidn2
 SHLIB_LINK = $(shell pkg-config --libs libcurl libpsl libidn2)
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers
 
-REGRESS = setup normalize company lead faults batch privileges
+REGRESS = setup normalize company leadlex lead faults batch privileges
 REGRESS_OPTS = --dbname=enrich_regression
 
 PG_CONFIG ?= pg_config

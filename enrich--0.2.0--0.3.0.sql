@@ -1,10 +1,11 @@
-/* enrich--0.2.0--0.3.0.sql: operations (dump and restore, standby, retention), the learned rate */
+/* enrich--0.2.0--0.3.0.sql: operations (dump and restore, standby, retention), the learned rate, LeadLex as documented */
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION enrich UPDATE TO '0.3.0'" to load this file. \quit
 
 ------------------------------------------------------------------------
--- enrich.stats shows the rate learned from a provider's 429s
+-- enrich.stats shows the rate learned from a provider's 429s, and the
+-- refreshes whose answer changed nothing
 ------------------------------------------------------------------------
 DROP VIEW enrich.stats;
 DROP FUNCTION enrich.provider_stats();
@@ -15,12 +16,12 @@ CREATE FUNCTION enrich.provider_stats(
     OUT errors_rejected bigint, OUT errors_response bigint, OUT credits_spent bigint,
     OUT rate_limit_waits bigint, OUT invalid_keys bigint, OUT avg_latency_ms double precision, OUT in_flight integer,
     OUT paused_until timestamptz, OUT pause_reason text, OUT rate_limit_remaining bigint,
-    OUT learned_rate double precision)
+    OUT learned_rate double precision, OUT refreshes_unchanged bigint)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'provider_stats'
     LANGUAGE C VOLATILE;
 CREATE VIEW enrich.stats AS SELECT * FROM enrich.provider_stats();
-COMMENT ON VIEW enrich.stats IS 'per provider counters since the server started; learned_rate: requests per second while pacing after 429s';
+COMMENT ON VIEW enrich.stats IS 'per provider counters since the server started; learned_rate: requests per second while pacing after 429s; refreshes_unchanged: re-fetches the provider said changed no field';
 GRANT SELECT ON enrich.stats TO PUBLIC;
 
 ------------------------------------------------------------------------
@@ -72,3 +73,22 @@ CREATE INDEX queue_finished_idx ON enrich.queue (finished_at)
 -- the table and its indexes grow (the default waits for a fifth of the rows).
 ALTER TABLE enrich.queue SET (autovacuum_vacuum_scale_factor = 0.02,
                               autovacuum_vacuum_insert_scale_factor = 0.02);
+
+------------------------------------------------------------------------
+-- LeadLex as documented: what a re-fetch changed, which fields were
+-- asked for, enrichment by company id
+------------------------------------------------------------------------
+ALTER TABLE enrich.companies
+    ADD COLUMN fields_updated text[],
+    ADD COLUMN fields text[];
+COMMENT ON COLUMN enrich.companies.fields_updated IS 'the fields LeadLex says this answer changed in its workspace record';
+COMMENT ON COLUMN enrich.companies.fields IS 'the fields asked for (enrich.leadlex_fields); NULL: all';
+
+-- enrich.enrich_company_by_id finds a cached answer by its company id.
+CREATE INDEX companies_id_idx ON enrich.companies ((result ->> 'id'));
+
+CREATE FUNCTION enrich.enrich_company_by_id(company_id text) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'enrich_company_by_id'
+    LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION enrich.enrich_company_by_id(text) IS 'LeadLex company data by the id of an earlier answer (cached under its domain; spends a credit on a miss)';
+REVOKE EXECUTE ON FUNCTION enrich.enrich_company_by_id(text) FROM PUBLIC;

@@ -35,9 +35,9 @@ SELECT ledger(:'ledger', 'requests', 'leadlex') AS requests,
 SELECT enrich_company('example.org')->>'domain' AS domain,
        (enrich_company('example.org')->>'name') IS NOT NULL AS has_name;
 
--- a stale answer is asked for again, a fresh one is not; asked again the
--- same day, LeadLex replays its answer for the same Idempotency-Key and
--- charges nothing
+-- a stale answer is asked for again, a fresh one is not; the re-fetch
+-- asks LeadLex to overwrite its record, under an Idempotency-Key of its
+-- own (the first fetch's would replay that answer): charged, no replay
 SET enrich.cache_ttl = 0;
 SELECT enrich_company('acme.com')->>'name' AS refetched;
 RESET enrich.cache_ttl;

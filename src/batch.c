@@ -108,16 +108,17 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 	for (int i = 0; i < in->n; i++)
 	{
 		EnrichCacheState st;
+		bool		had_row;
 
 		if (in->keys[i] == NULL)
 			continue;
 		ks = hash_search(in->distinct, &in->keys[i], HASH_FIND, NULL);
 		if (ks->status != NULL || ks->job >= 0)
 			continue;
-		st = enrich_cache_lookup(kind, ks->key, &ks->result);
+		st = enrich_cache_lookup_extended(kind, ks->key, &ks->result, &had_row);
 
 		if (st == CACHE_MISS && !standby && enrich_spool_find(kind, ks->key, &sp) &&
-			enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
+			enrich_answer_usable(kind, &sp.out, sp.fetched_at))
 		{
 			if (!sp.owner_running)
 				enrich_cache_store_at(kind, ks->key, &sp.out, sp.fetched_at);
@@ -138,7 +139,8 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 		{
 			ks->job = *njobs;
 			enrich_job_init(&jobs[*njobs], kind, ks->key);
-			enrich_daily_idempotency_key(kind, ks->key, jobs[*njobs].idempotency_key);
+			jobs[*njobs].refetch = had_row;
+			enrich_job_daily_key(&jobs[*njobs]);
 			(*njobs)++;
 		}
 	}

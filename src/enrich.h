@@ -49,6 +49,7 @@ typedef enum EnrichKind
 #define ERRCODE_ENRICH_BAD_RESPONSE	MAKE_SQLSTATE('3','8','R','0','5')
 #define ERRCODE_ENRICH_TOO_LARGE	MAKE_SQLSTATE('3','8','R','0','6')
 #define ERRCODE_ENRICH_REJECTED		MAKE_SQLSTATE('3','8','R','0','7')
+#define ERRCODE_ENRICH_NOT_FOUND	MAKE_SQLSTATE('3','8','R','0','8')
 
 /* ---- guc.c ---- */
 extern char *enrich_leadlex_url;
@@ -67,7 +68,19 @@ extern int	enrich_max_response_size;	/* kilobytes */
 extern bool enrich_keep_alive;
 extern int	enrich_queue_retention;	/* seconds, -1: keep every finished row */
 
+/* enrich.leadlex_overwrite: when LeadLex is asked to replace stored fields */
+typedef enum EnrichOverwrite
+{
+	OVERWRITE_REFRESH = 0,		/* only when re-fetching a cached key */
+	OVERWRITE_ALWAYS,
+	OVERWRITE_NEVER,			/* fill-only, always */
+} EnrichOverwrite;
+
+extern int	enrich_leadlex_overwrite;
+extern char *enrich_leadlex_fields;	/* canonical list, "" for all */
+
 extern void enrich_define_gucs(void);
+extern bool enrich_leadlex_fields_cover(const char *had);
 extern void enrich_install_log_redaction(void);
 
 /* ---- util.c ---- */
@@ -192,6 +205,8 @@ typedef struct EnrichOutcome
 	double		confidence;		/* NaN when not sent */
 	int64		credits_remaining;	/* -1 when not sent */
 	bool		charged;		/* the provider charges for this answer */
+	Jsonb	   *fields_updated; /* LeadLex: the fields it changed, or NULL */
+	char	   *fields;			/* LeadLex: the fields asked for, NULL: all */
 } EnrichOutcome;
 
 /* One logical request: a key, tried up to enrich.max_attempts times. */
@@ -210,6 +225,11 @@ typedef struct EnrichJob
 	bool		settled;		/* its charge has been counted */
 	bool		counted;		/* counted in the provider's in-flight */
 	bool		honour_pauses;	/* worker: obey 402/401 pauses too */
+	bool		refetch;		/* the key has a cached answer (a refresh) */
+	bool		by_id;			/* LeadLex: key is a company id, not a domain */
+	bool		prepared;		/* the provider's options below are set */
+	bool		overwrite;		/* LeadLex: "overwrite": true */
+	char	   *fields;			/* LeadLex: the fields whitelist, NULL: all */
 	int64		queue_id;		/* worker: the enrich.queue row */
 	EnrichTransfer xfer;
 	EnrichOutcome out;
@@ -221,13 +241,18 @@ typedef struct EnrichProviderOps
 	void		(*start) (EnrichJob *job);	/* build and start the request */
 	void		(*parse) (EnrichJob *job, EnrichOutcome *out);	/* a 200's body */
 	long		no_match_status;	/* the status that means "no data" */
+	/* optional: what the request says besides the key (idempotency keys) */
+	void		(*describe) (EnrichJob *job, StringInfo buf);
+	/* optional: a provider's own reading of a non-200 answer */
+	void		(*refine) (EnrichJob *job, EnrichOutcome *out);
 } EnrichProviderOps;
 
 extern void enrich_classify(EnrichJob *job, EnrichOutcome *out, const EnrichProviderOps *ops);
 extern bool enrich_outcome_retryable(const EnrichOutcome *out);
 extern void enrich_report_outcome(EnrichKind kind, const EnrichOutcome *out) pg_attribute_noreturn();
 extern void enrich_make_uuid(char *buf);
-extern void enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf);
+extern void enrich_daily_idempotency_key(EnrichKind kind, const char *key,
+										 const char *variant, char *buf);
 extern void enrich_require_key(EnrichKind kind);
 
 /* ---- leadlex.c ---- */
@@ -241,6 +266,7 @@ extern const EnrichProviderOps enrich_slintel_ops;
 typedef void (*EnrichAnswerFn) (EnrichJob *job, void *arg);
 
 extern void enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key);
+extern void enrich_job_daily_key(EnrichJob *job);
 extern void enrich_run_jobs(EnrichJob *jobs, int njobs, int concurrency,
 							EnrichAnswerFn on_answer, void *arg);
 extern bool enrich_job_try_start(EnrichJob *job);
@@ -257,6 +283,12 @@ typedef enum EnrichCacheState
 
 extern EnrichCacheState enrich_cache_lookup(EnrichKind kind, const char *key,
 											Jsonb **result);
+extern EnrichCacheState enrich_cache_lookup_extended(EnrichKind kind, const char *key,
+													 Jsonb **result, bool *had_row);
+extern EnrichCacheState enrich_cache_lookup_by_id(const char *company_id,
+												  Jsonb **result, bool *had_row);
+extern bool enrich_answer_usable(EnrichKind kind, const EnrichOutcome *out,
+								 TimestampTz fetched_at);
 extern void enrich_cache_store_at(EnrichKind kind, const char *key,
 								  const EnrichOutcome *out, TimestampTz fetched_at);
 extern void enrich_cache_store_many(EnrichKind kind, int n, char **keys,
@@ -283,6 +315,7 @@ typedef enum EnrichStat
 	STAT_INVALID_KEYS,			/* auto_enrich keys that did not normalise */
 	STAT_LATENCY_US,			/* sum of request latencies */
 	STAT_LATENCY_N,				/* number of latencies summed */
+	STAT_REFRESHES_UNCHANGED,	/* re-fetches whose answer changed no field */
 	ENRICH_NUM_STATS
 } EnrichStat;
 
@@ -541,6 +574,7 @@ typedef struct EnrichClaimed
 	bool		refresh;
 	bool		cached;			/* a cache row exists (and refresh is off) */
 	bool		matched;
+	char	   *fields;			/* the fields its answer was asked for, NULL: all */
 	TimestampTz fetched_at;
 	Jsonb	   *result;
 } EnrichClaimed;

@@ -22,6 +22,7 @@
 #include "utils/elog.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/varlena.h"
 
 #include "enrich.h"
 
@@ -40,6 +41,113 @@ int			enrich_max_attempts = 5;
 int			enrich_max_response_size = 8 * 1024;
 bool		enrich_keep_alive = true;
 int			enrich_queue_retention = 7 * 86400;
+int			enrich_leadlex_overwrite = OVERWRITE_REFRESH;
+char	   *enrich_leadlex_fields = NULL;
+
+static const struct config_enum_entry overwrite_options[] = {
+	{"refresh", OVERWRITE_REFRESH, false},
+	{"always", OVERWRITE_ALWAYS, false},
+	{"never", OVERWRITE_NEVER, false},
+	{NULL, 0, false}
+};
+
+/* LeadLex's firmographic fields, in the order its document lists them. */
+static const char *const leadlex_fields[] = {
+	"name", "industry", "size", "founded_year", "description",
+	"hq_location", "logo_url", "linkedin_url", "tech_stack"
+};
+
+/* Whether a comma-separated list of field names names field f. */
+static bool
+list_has_field(const char *list, const char *f)
+{
+	size_t		n = strlen(f);
+
+	for (const char *p = list; p != NULL && *p != '\0';)
+	{
+		const char *end = strchr(p, ',');
+		size_t		len = end ? (size_t) (end - p) : strlen(p);
+
+		if (len == n && strncmp(p, f, n) == 0)
+			return true;
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+/*
+ * enrich.leadlex_fields: a comma-separated subset of LeadLex's documented
+ * fields (blanks around names allowed, any case), stored in a canonical
+ * form: lower case, in the document's order, each once, no blanks.
+ */
+static bool
+check_leadlex_fields(char **newval, void **extra, GucSource source)
+{
+	char	   *raw;
+	List	   *names;
+	ListCell   *lc;
+	bool		want[lengthof(leadlex_fields)] = {false};
+	StringInfoData canon;
+	char	   *copy;
+
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	raw = pstrdup(*newval);
+	if (!SplitIdentifierString(raw, ',', &names))
+	{
+		GUC_check_errdetail("The value must be a comma-separated list of field names.");
+		return false;
+	}
+	foreach(lc, names)
+	{
+		const char *name = (const char *) lfirst(lc);
+		int			i;
+
+		for (i = 0; i < lengthof(leadlex_fields); i++)
+			if (pg_strcasecmp(name, leadlex_fields[i]) == 0)
+				break;
+		if (i == lengthof(leadlex_fields))
+		{
+			GUC_check_errdetail("\"%s\" is not a LeadLex field.", name);
+			GUC_check_errhint("The fields are name, industry, size, founded_year, description, hq_location, logo_url, linkedin_url and tech_stack.");
+			return false;
+		}
+		want[i] = true;
+	}
+	initStringInfo(&canon);
+	for (int i = 0; i < lengthof(leadlex_fields); i++)
+		if (want[i])
+			appendStringInfo(&canon, "%s%s", canon.len > 0 ? "," : "", leadlex_fields[i]);
+	copy = strdup(canon.data);
+	if (copy == NULL)
+	{
+		GUC_check_errcode(ERRCODE_OUT_OF_MEMORY);
+		return false;
+	}
+	free(*newval);
+	*newval = copy;
+	return true;
+}
+
+/*
+ * Whether an answer asked for the fields `had` (canonical, NULL: all)
+ * holds every field enrich.leadlex_fields asks for now.
+ */
+bool
+enrich_leadlex_fields_cover(const char *had)
+{
+	const char *want = enrich_leadlex_fields;
+
+	if (had == NULL)
+		return true;
+	if (want == NULL || want[0] == '\0')
+		return false;
+	for (int i = 0; i < lengthof(leadlex_fields); i++)
+		if (list_has_field(want, leadlex_fields[i]) &&
+			!list_has_field(had, leadlex_fields[i]))
+			return false;
+	return true;
+}
 
 /* Base URLs must be absolute http or https URLs without credentials. */
 static bool
@@ -121,6 +229,20 @@ define_provider_settings(void)
 							   "",
 							   PGC_SUSET, 0,
 							   NULL, NULL, NULL);
+	DefineCustomEnumVariable("enrich.leadlex_overwrite",
+							 "When LeadLex is asked to overwrite the fields it keeps.",
+							 "refresh: when re-fetching a cached key; always; never (fill-only).",
+							 &enrich_leadlex_overwrite,
+							 OVERWRITE_REFRESH, overwrite_options,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("enrich.leadlex_fields",
+							   "LeadLex fields to ask for, comma-separated.",
+							   "Empty means all fields.",
+							   &enrich_leadlex_fields,
+							   "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   check_leadlex_fields, NULL, NULL);
 	/* a postmaster setting can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomStringVariable("enrich.database_name",

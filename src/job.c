@@ -48,6 +48,27 @@ enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
 	enrich_make_uuid(job->idempotency_key);
 }
 
+/*
+ * Gives a job the Idempotency-Key of its request today (see
+ * enrich_daily_idempotency_key): set refetch and by_id before.  A
+ * re-fetch has a key of its own even when its body is the first fetch's:
+ * the same key would replay that day's first answer.
+ */
+void
+enrich_job_daily_key(EnrichJob *job)
+{
+	const EnrichProviderOps *ops = providers[job->kind];
+	StringInfoData variant;
+
+	initStringInfo(&variant);
+	if (job->refetch)
+		appendStringInfoString(&variant, "refetch;");
+	if (ops->describe)
+		ops->describe(job, &variant);
+	enrich_daily_idempotency_key(job->kind, job->key, variant.data, job->idempotency_key);
+	pfree(variant.data);
+}
+
 static void run_jobs(EnrichJob *jobs, int njobs, int concurrency,
 					 EnrichAnswerFn on_answer, void *arg);
 
@@ -163,8 +184,9 @@ enrich_job_try_start(EnrichJob *job)
 
 /* Counts a finished try in the statistics. */
 static void
-stats_outcome(EnrichKind kind, const EnrichOutcome *out, double elapsed)
+stats_outcome(const EnrichJob *job, const EnrichOutcome *out, double elapsed)
 {
+	EnrichKind	kind = job->kind;
 	static const EnrichStat err_stat[] = {
 		[OUTCOME_TRANSIENT] = STAT_ERR_TRANSIENT,
 		[OUTCOME_RATE_LIMITED] = STAT_ERR_RATE,
@@ -181,6 +203,10 @@ stats_outcome(EnrichKind kind, const EnrichOutcome *out, double elapsed)
 	enrich_stat_add(kind, STAT_LATENCY_N, 1);
 	if (out->kind == OUTCOME_MATCH)
 		enrich_stat_add(kind, STAT_SUCCESSES, 1);
+	/* a refresh that the provider says changed nothing */
+	if (out->kind == OUTCOME_MATCH && job->refetch && out->fields_updated != NULL &&
+		JB_ROOT_COUNT(out->fields_updated) == 0)
+		enrich_stat_add(kind, STAT_REFRESHES_UNCHANGED, 1);
 	else if (out->kind == OUTCOME_NO_MATCH)
 		enrich_stat_add(kind, STAT_NO_MATCHES, 1);
 	else if (out->kind > OUTCOME_NO_MATCH && out->kind <= OUTCOME_TLS)
@@ -219,7 +245,7 @@ enrich_job_finish_try(EnrichJob *job)
 	job->active = false;
 	enrich_classify(job, &out, providers[job->kind]);
 	observe(job, &out);
-	stats_outcome(job->kind, &out, job->xfer.elapsed);
+	stats_outcome(job, &out, job->xfer.elapsed);
 	enrich_http_release(&job->xfer);
 	if (job->counted)
 		enrich_rate_release(job->kind);

@@ -4,10 +4,17 @@
  *	  LeadLex "Enrich Company": request building and answer parsing.
  *
  * POST {enrich.leadlex_url}/v1/enrich/company with a bearer key, a JSON
- * body {"domain": "..."} and an Idempotency-Key that stays the same for
- * every try of one job, so a retry after a lost answer is not charged
- * twice.  A 200 carries data.company (the result) and metadata; 409
- * no_match means "no data" and costs nothing.
+ * body {"domain": "..."} (or {"company_id": "..."}) and an Idempotency-Key
+ * that stays the same for every try of one job, so a retry after a lost
+ * answer is not charged twice.  A 200 carries data.company (the result)
+ * and metadata; 409 no_match means "no data" and costs nothing; 404
+ * not_found answers an unknown company id.
+ *
+ * LeadLex enriches a company record it keeps in the workspace, fill-only
+ * unless asked to overwrite: a re-fetch of a cached key (a refresh, a
+ * stale answer) sends "overwrite": true, or the workspace would hand back
+ * the record it already holds (enrich.leadlex_overwrite).  The "fields"
+ * whitelist comes from enrich.leadlex_fields.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +26,66 @@
 #include "utils/json.h"
 
 #include "enrich.h"
+
+/*
+ * Fixes what a job asks besides its key, once: the same for every try, so
+ * that a retry is the same request under the same Idempotency-Key.
+ */
+static void
+leadlex_prepare(EnrichJob *job)
+{
+	if (job->prepared)
+		return;
+	job->overwrite = enrich_leadlex_overwrite == OVERWRITE_ALWAYS ||
+		(enrich_leadlex_overwrite == OVERWRITE_REFRESH && job->refetch);
+	job->fields = (enrich_leadlex_fields && enrich_leadlex_fields[0] != '\0') ?
+		pstrdup(enrich_leadlex_fields) : NULL;
+	job->prepared = true;
+}
+
+/* Appends the JSON body of a job's request. */
+static void
+leadlex_body(EnrichJob *job, StringInfo body)
+{
+	appendStringInfoString(body, job->by_id ? "{\"company_id\":" : "{\"domain\":");
+	escape_json(body, job->key);
+	if (job->fields != NULL)
+	{
+		char	   *list = pstrdup(job->fields);
+		char	   *save = NULL;
+		bool		first = true;
+
+		appendStringInfoString(body, ",\"fields\":[");
+		for (char *f = strtok_r(list, ",", &save); f != NULL; f = strtok_r(NULL, ",", &save))
+		{
+			if (!first)
+				appendStringInfoChar(body, ',');
+			escape_json(body, f);
+			first = false;
+		}
+		appendStringInfoChar(body, ']');
+		pfree(list);
+	}
+	if (job->overwrite)
+		appendStringInfoString(body, ",\"overwrite\":true");
+	appendStringInfoChar(body, '}');
+}
+
+/*
+ * What a job's request says besides its domain, for its Idempotency-Key:
+ * nothing for a plain first fetch.
+ */
+static void
+leadlex_describe(EnrichJob *job, StringInfo buf)
+{
+	leadlex_prepare(job);
+	if (job->by_id)
+		appendStringInfoString(buf, "company_id;");
+	if (job->fields != NULL)
+		appendStringInfo(buf, "fields=%s;", job->fields);
+	if (job->overwrite)
+		appendStringInfoString(buf, "overwrite;");
+}
 
 /* Builds the request for a job and starts it. */
 static void
@@ -38,10 +105,9 @@ leadlex_start(EnrichJob *job)
 	appendBinaryStringInfo(&url, enrich_leadlex_url, blen);
 	appendStringInfoString(&url, "/v1/enrich/company");
 
+	leadlex_prepare(job);
 	initStringInfo(&body);
-	appendStringInfoString(&body, "{\"domain\":");
-	escape_json(&body, job->key);
-	appendStringInfoChar(&body, '}');
+	leadlex_body(job, &body);
 
 	auth = psprintf("Bearer %s", enrich_leadlex_api_key);
 	h = enrich_http_header(h, "Authorization", auth);
@@ -97,6 +163,11 @@ leadlex_parse(EnrichJob *job, EnrichOutcome *out)
 	}
 	out->kind = OUTCOME_MATCH;
 	out->result = company;
+	out->fields = job->fields;
+	out->fields_updated = enrich_jsonb_get(data, "fields_updated");
+	if (out->fields_updated != NULL &&
+		(!JB_ROOT_IS_ARRAY(out->fields_updated) || JB_ROOT_IS_SCALAR(out->fields_updated)))
+		out->fields_updated = NULL;
 	out->source = enrich_jsonb_get_text(data, "source");
 	if ((s = enrich_jsonb_get_text(data, "confidence")) != NULL)
 	{
@@ -116,9 +187,23 @@ leadlex_parse(EnrichJob *job, EnrichOutcome *out)
 	}
 }
 
+/* A 404 to a request by company id: LeadLex has no such record. */
+static void
+leadlex_refine(EnrichJob *job, EnrichOutcome *out)
+{
+	if (!job->by_id || out->http_status != 404)
+		return;
+	out->kind = OUTCOME_REJECTED;
+	out->sqlstate = ERRCODE_ENRICH_NOT_FOUND;
+	out->message = psprintf("LeadLex has no company with id \"%s\"", job->key);
+	out->hint = pstrdup("A company id is the \"id\" of an earlier LeadLex answer in the same workspace; nothing was charged.");
+}
+
 /* LeadLex behind the provider interface. */
 const EnrichProviderOps enrich_leadlex_ops = {
 	.start = leadlex_start,
 	.parse = leadlex_parse,
 	.no_match_status = 409,
+	.describe = leadlex_describe,
+	.refine = leadlex_refine,
 };

@@ -284,15 +284,16 @@ provider_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
-		Datum		v[21];
-		bool		n[21] = {false};
+		/* the columns of 0.3.0; an older definition takes the first ones */
+		Datum		v[22];
+		bool		n[22] = {false};
 		EnrichProviderShared *p;
 		uint64		lat_n;
 
 		v[0] = CStringGetTextDatum(enrich_provider_key(k));
 		if (enrich_shared == NULL)
 		{
-			for (int i = 1; i < 21; i++)
+			for (int i = 1; i < 22; i++)
 				n[i] = true;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 			continue;
@@ -316,6 +317,7 @@ provider_stats(PG_FUNCTION_ARGS)
 		v[20] = Float8GetDatum(enrich_learner_rate(&p->learner));
 		n[20] = !p->learner.enabled;
 		LWLockRelease(enrich_shared->lock);
+		v[21] = Int64GetDatum((int64) pg_atomic_read_u64(&p->stats[STAT_REFRESHES_UNCHANGED]));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
 	return (Datum) 0;

@@ -50,12 +50,16 @@ enrich_make_uuid(char *buf)
 }
 
 /*
- * An Idempotency-Key derived from the key and the UTC day: a synchronous
- * request repeated the same day (after a cancel, a lost answer or a
- * rollback) is replayed by LeadLex, not charged again.
+ * An Idempotency-Key derived from the key, the UTC day and the variant
+ * (what else the request body says: a LeadLex overwrite or fields list):
+ * a synchronous request repeated the same day (after a cancel, a lost
+ * answer or a rollback) is replayed by LeadLex, not charged again, while
+ * a different request for the same key (a re-fetch that overwrites) gets
+ * a key of its own, as LeadLex requires.
  */
 void
-enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf)
+enrich_daily_idempotency_key(EnrichKind kind, const char *key, const char *variant,
+							 char *buf)
 {
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 	uint8		d[PG_SHA256_DIGEST_LENGTH];
@@ -70,6 +74,9 @@ enrich_daily_idempotency_key(EnrichKind kind, const char *key, char *buf)
 		pg_cryptohash_update(ctx, (const uint8 *) key, strlen(key)) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) ":", 1) < 0 ||
 		pg_cryptohash_update(ctx, (const uint8 *) day, strlen(day)) < 0 ||
+		(variant != NULL && variant[0] != '\0' &&
+		 (pg_cryptohash_update(ctx, (const uint8 *) ":", 1) < 0 ||
+		  pg_cryptohash_update(ctx, (const uint8 *) variant, strlen(variant)) < 0)) ||
 		pg_cryptohash_final(ctx, d, sizeof(d)) < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -288,6 +295,8 @@ enrich_classify(EnrichJob *job, EnrichOutcome *out, const EnrichProviderOps *ops
 	else
 		set_failure(out, OUTCOME_REJECTED, ERRCODE_ENRICH_REJECTED,
 					psprintf("%s refused the request", prov), NULL);
+	if (ops->refine)
+		ops->refine(job, out);
 }
 
 /* Whether a failed try is worth another one. */

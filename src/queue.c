@@ -56,7 +56,8 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
-	"  c.domain IS NOT NULL, c.matched, c.fetched_at, c.result"
+	"  c.domain IS NOT NULL, c.matched, c.fetched_at, c.result,"
+	"  pg_catalog.array_to_string(c.fields, ',')"
 	" FROM claimed cl LEFT JOIN enrich.companies c"
 	"  ON c.domain OPERATOR(pg_catalog.=) cl.key"
 	"  AND (NOT cl.refresh OR c.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
@@ -70,7 +71,7 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
-	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result"
+	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result, NULL::text"
 	" FROM claimed cl LEFT JOIN enrich.leads l"
 	"  ON l.linkedin_url OPERATOR(pg_catalog.=) cl.key"
 	"  AND (NOT cl.refresh OR l.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
@@ -276,6 +277,7 @@ enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items)
 		c->fetched_at = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 8, &isnull));
 		res = SPI_getbinval(tup, tt->tupdesc, 9, &isnull);
 		c->result = isnull ? NULL : DatumGetJsonbPCopy(res);
+		c->fields = SPI_getvalue(tup, tt->tupdesc, 10);
 	}
 	return n;
 }

@@ -148,6 +148,16 @@ spool_record(StringInfo buf, FullTransactionId fxid, EnrichKind kind,
 	}
 	if (!isnan(out->confidence))
 		appendStringInfo(buf, ", \"confidence\": %.17g", out->confidence);
+	if (out->fields)
+	{
+		appendStringInfoString(buf, ", \"fields\": ");
+		escape_json(buf, out->fields);
+	}
+	if (out->fields_updated)
+	{
+		appendStringInfoString(buf, ", \"fields_updated\": ");
+		(void) JsonbToCString(buf, &out->fields_updated->root, VARSIZE(out->fields_updated));
+	}
 	appendStringInfoString(buf, ", \"result\": ");
 	if (out->kind == OUTCOME_MATCH)
 		(void) JsonbToCString(buf, &out->result->root, VARSIZE(out->result));

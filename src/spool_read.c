@@ -103,6 +103,8 @@ spool_parse(const char *path, const char *data, size_t len, EnrichSpooled *sp)
 	sp->out.request_id = enrich_jsonb_get_text(jb, "request_id");
 	if ((s = enrich_jsonb_get_text(jb, "confidence")) != NULL)
 		sp->out.confidence = strtod(s, NULL);
+	sp->out.fields = enrich_jsonb_get_text(jb, "fields");
+	sp->out.fields_updated = enrich_jsonb_get(jb, "fields_updated");
 	res = enrich_jsonb_get(jb, "result");
 	if (res != NULL && JB_ROOT_IS_OBJECT(res) && !JB_ROOT_IS_SCALAR(res))
 	{

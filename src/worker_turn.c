@@ -107,6 +107,7 @@ fill_slot(EnrichKind kind, const EnrichClaimed *c)
 	s->job.queue_id = c->id;
 	s->job.attempts = c->attempts - 1;
 	s->job.honour_pauses = true;
+	s->job.refetch = c->refresh || c->cached;	/* LeadLex then overwrites */
 	MemoryContextSwitchTo(old);
 	s->used = true;
 	s->done = false;
@@ -155,13 +156,14 @@ finish_from_cache(EnrichKind kind, EnrichClaimed *c, EnrichQueueUpdates *u,
 	Jsonb	   *result;
 
 	/* a refresh item only takes an answer fetched since it was queued */
-	if (c->cached && (c->refresh || enrich_cache_fresh(c->matched, c->fetched_at)))
+	if (c->cached && (c->refresh || enrich_cache_fresh(c->matched, c->fetched_at)) &&
+		(!c->matched || kind != ENRICH_COMPANY || enrich_leadlex_fields_cover(c->fields)))
 	{
 		matched = c->matched;
 		result = c->result;
 	}
 	else if (!c->refresh && enrich_spool_find(kind, c->key, &sp) &&
-			 enrich_cache_fresh(sp.out.kind == OUTCOME_MATCH, sp.fetched_at))
+			 enrich_answer_usable(kind, &sp.out, sp.fetched_at))
 	{
 		/* a session has just paid for it: never buy it twice */
 		if (!sp.owner_running)

@@ -309,6 +309,8 @@ const active = [0, 0]; // of those, requests admitted by the rate limiter
 let cfg = defaultConfig();
 let led = freshLedger();
 let knownIds = new Map(); // company id -> domain, for ids this emulator has returned
+let workspace = new Map(); // apiKey \n domain -> the company record LeadLex keeps
+let dataVersion = 0; // the providers' data as of this version (0: the document's)
 let idemStore = new Map(); // apiKey \n idemKey -> record
 let faultSeq = 0;
 let captured = []; // the last cfg.capture API requests, oldest first
@@ -387,6 +389,63 @@ function llEntry(domain) {
   return e;
 }
 
+// The upstream data of a domain now: version 0 is llEntry's; each later
+// version changes industry, size and hq_location (never to the value of
+// the version before).
+function llCurrent(e) {
+  if (dataVersion === 0) return e.company;
+  const h = sha('leadlex:' + e.domain);
+  const c = Object.assign({}, e.company);
+  const pick = (list, f, b) => {
+    let i = (h[b] + dataVersion) % list.length;
+    if (list[i] === e.company[f]) i = (i + 1) % list.length;
+    return list[i];
+  };
+  c.industry = pick(INDUSTRIES, 'industry', 16);
+  c.size = pick(SIZES, 'size', 17);
+  c.hq_location = pick(LOCATIONS, 'hq_location', 20);
+  return c;
+}
+
+const isEmpty = (v) => v === undefined || v === null || v === '';
+
+// Enriches the workspace record of a domain: a new record starts with
+// what identifies the company (id, name, domain, linkedin_url); fill-only
+// sets the empty fields from the current data, overwrite also replaces the
+// ones that differ.  Only fields in the whitelist are touched.  Returns
+// {rec, updated}: the record and the fields changed, in the data's order.
+function llEnrich(apiKey, e, fields, overwrite) {
+  const wkey = apiKey + '\n' + e.domain;
+  let rec = workspace.get(wkey);
+  const cur = llCurrent(e);
+  if (rec === undefined) {
+    rec = { company: { id: cur.id, name: cur.name, domain: cur.domain, linkedin_url: cur.linkedin_url }, plain: null };
+    if (workspace.size >= CACHE_MAX * 10) workspace.clear();
+    workspace.set(wkey, rec);
+  }
+  const updated = [];
+  for (const k in cur) {
+    if (k === 'id' || k === 'domain' || (fields !== null && fields.indexOf(k) < 0)) continue;
+    const have = rec.company[k];
+    if (isEmpty(have) ? !isEmpty(cur[k]) : (overwrite && have !== cur[k])) {
+      rec.company[k] = cur[k];
+      updated.push(k);
+    }
+  }
+  if (updated.length > 0) rec.plain = null;
+  return { rec, updated, cur };
+}
+
+// A record's company in the data's key order, limited to id, domain and the whitelist.
+function llRecordCompany(rec, cur, fields) {
+  const out = {};
+  for (const k in cur) {
+    if (rec.company[k] === undefined) continue;
+    if (k === 'id' || k === 'domain' || fields === null || fields.indexOf(k) >= 0) out[k] = rec.company[k];
+  }
+  return out;
+}
+
 function llFilteredCompany(e, fields) {
   if (fields === null) return e.company;
   const out = {};
@@ -396,12 +455,40 @@ function llFilteredCompany(e, fields) {
   return out;
 }
 
-function llBody(domain, fields, balance) {
+// A 200 body of the data alone, as a new record would get it (fault bodies:
+// a fault leaves the workspace alone).
+function llStaticBody(domain, fields, balance) {
   const e = llEntry(domain);
   if (fields === null) return e.prefix + balance + '}}';
   return JSON.stringify({ data: {
     company: llFilteredCompany(e, fields),
     fields_updated: e.fieldsUpdated.filter((f) => fields.indexOf(f) >= 0),
+    source: e.source,
+    confidence: e.confidence,
+    credits_remaining: balance,
+  } });
+}
+
+// The 200 body for a domain: the workspace record after this enrichment.
+function llBody(apiKey, domain, fields, overwrite, balance) {
+  const e = llEntry(domain);
+  const { rec, updated, cur } = llEnrich(apiKey, e, fields, overwrite);
+  // a new record of the document's data, all fields: the precomputed body
+  if (fields === null && dataVersion === 0 && updated.length === e.fieldsUpdated.length &&
+      updated.every((f, i) => f === e.fieldsUpdated[i])) {
+    return e.prefix + balance + '}}';
+  }
+  if (fields === null && updated.length === 0) {
+    if (rec.plain === null) {
+      rec.plain = '{"data":{"company":' + JSON.stringify(llRecordCompany(rec, cur, null)) +
+        ',"fields_updated":[],"source":' + JSON.stringify(e.source) + ',"confidence":' + e.confidence +
+        ',"credits_remaining":';
+    }
+    return rec.plain + balance + '}}';
+  }
+  return JSON.stringify({ data: {
+    company: llRecordCompany(rec, cur, fields),
+    fields_updated: updated,
     source: e.source,
     confidence: e.confidence,
     credits_remaining: balance,
@@ -769,7 +856,7 @@ function statusText(s) {
 function faultBaseBody(ctx) {
   if (ctx.prov === LL) {
     const k = ctx.key !== null ? cfg.keys[LL].get(ctx.key) : undefined;
-    return llBody(ctx.domain || ACME_DOMAIN, ctx.fields, k ? k.balance : 0);
+    return llStaticBody(ctx.domain || ACME_DOMAIN, ctx.fields, k ? k.balance : 0);
   }
   return slBody(ctx.slug || DEEPAK_SLUG);
 }
@@ -1163,7 +1250,7 @@ function leadlexBody(ctx, buf, over) {
       krec.balance -= 1;
       bump(led.charged[LL], ctx.key, 1);
       bump(led.chargedInputs[LL], d, 1);
-      out = llBody(d, fields, krec.balance);
+      out = llBody(ctx.key, d, fields, overwrite, krec.balance);
       knownIds.set(llEntry(d).company.id, d);
       status = 200;
     }
@@ -1337,6 +1424,8 @@ function configJson() {
     faults: cfg.faults.map(faultJson),
     idempotency_records: idemStore.size,
     known_company_ids: knownIds.size,
+    workspace_records: workspace.size,
+    data_version: dataVersion,
     capture: cfg.capture,
   };
 }
@@ -1475,7 +1564,7 @@ function parseRate(v, pname) {
 }
 
 const CONTROL_MEMBERS = new Set(['reset', 'latency_ms', 'latency_jitter_ms', 'balance', 'keys',
-  'rate_limit', 'daily_quota', 'faults', 'add_fault', 'capture']);
+  'rate_limit', 'daily_quota', 'faults', 'add_fault', 'capture', 'data_version']);
 
 // Validate everything first, then apply: a bad request changes nothing.
 function applyControl(c) {
@@ -1490,6 +1579,8 @@ function applyControl(c) {
         cfg = defaultConfig();
         idemStore = new Map();
         knownIds = new Map();
+        workspace = new Map();
+        dataVersion = 0;
         led = freshLedger();
         captured = [];
       });
@@ -1605,6 +1696,10 @@ function applyControl(c) {
   if (c.capture !== undefined) {
     if (!isNonNegInt(c.capture) || c.capture > MAX_CAPTURE) cerr('capture must be an integer 0..' + MAX_CAPTURE);
     ops.push(() => { cfg.capture = c.capture; captured = []; });
+  }
+  if (c.data_version !== undefined) {
+    if (!isNonNegInt(c.data_version) || c.data_version > 1000000) cerr('data_version must be an integer 0..1000000');
+    ops.push(() => { dataVersion = c.data_version; });
   }
   // Unknown keys in "balance" are detected while applying; check them first.
   if (c.balance !== undefined) {

@@ -131,7 +131,7 @@ eq "synthetic deterministic" "$(jf "$T/globex1" 'JSON.stringify(j.data.company)'
 # fixed expected value: the same across restarts and machines
 eq "synthetic id is stable across runs" "9eb2cd38-21cc-5994-ba7f-f06c49065aff" "$GLOBEX_ID"
 
-ll '{"domain":"globex.io","fields":["name","industry"],"overwrite":true}'
+ll '{"domain":"initech.io","fields":["name","industry"],"overwrite":true}'
 eq "fields whitelist 200" 200 "$ST"
 eq "fields whitelist limits company keys" '["id","name","domain","industry"]' "$(j 'Object.keys(j.data.company)')"
 eq "fields whitelist limits fields_updated" '["industry"]' "$(j j.data.fields_updated)"
@@ -610,6 +610,41 @@ eq "capture bounds" 400 "$(ctl_st '{"capture":-1}')"
 eq "GET /_control shows capture" 2 "$(curl -s "$H/_control" | node "$T/j.js" /dev/stdin j.capture)"
 reset
 eq "reset clears capture" "0 0" "$(curl -s "$H/_captured" | node "$T/j.js" /dev/stdin j.capture j.requests.length | tr '\n' ' ' | sed 's/ $//')"
+
+# ---------------------------------------------------------------------------
+echo "# LeadLex workspace records: fill-only, overwrite, data versions"
+reset
+ll '{"domain":"acme.com"}'
+eq "a new record: fields_updated as in the document" '["industry","size","founded_year","hq_location"]' "$(j j.data.fields_updated)"
+ll '{"domain":"acme.com"}'
+eq "again, fill-only: nothing changed" '[] Legal Services' "$(j j.data.fields_updated j.data.company.industry | tr '\n' ' ' | sed 's/ $//')"
+eq "a fill-only answer is charged too" 2 "$(led j.charged_inputs.leadlex[\"acme.com\"])"
+ll '{"domain":"acme.com","overwrite":true}'
+eq "overwrite with the same data: nothing changed" '[]' "$(j j.data.fields_updated)"
+ctl '{"data_version":1}'
+eq "GET /_control shows data_version and the records" "1 1" "$(curl -s "$H/_control" | node "$T/j.js" /dev/stdin j.data_version j.workspace_records | tr '\n' ' ' | sed 's/ $//')"
+ll '{"domain":"acme.com"}'
+eq "new data, fill-only: the record keeps its values" '[] Legal Services' "$(j j.data.fields_updated j.data.company.industry | tr '\n' ' ' | sed 's/ $//')"
+ll '{"domain":"acme.com","overwrite":true}'
+eq "new data, overwrite: replaced" '["industry","size","hq_location"]' "$(j j.data.fields_updated)"
+v1=$(j j.data.company.industry)
+[ "$v1" != "Legal Services" ] && ok "overwrite brings the new industry" || bad "overwrite brings the new industry" "$v1"
+eq "the record keeps its id and name" "c0mpany-uuid-0001 Acme Corp" "$(j j.data.company.id j.data.company.name | tr '\n' ' ' | sed 's/ $//')"
+ctl '{"data_version":2}'
+ll '{"domain":"acme.com","fields":["industry"],"overwrite":true}'
+eq "overwrite within the whitelist only" '["industry"]' "$(j j.data.fields_updated)"
+[ "$(j j.data.company.industry)" != "$v1" ] && ok "each version changes the data" || bad "each version changes the data" "$v1"
+KEY=wbk_other
+ctl '{"keys":{"leadlex":{"wbk_other":{}}}}'
+ll '{"domain":"acme.com"}'
+eq "another workspace has its own record" '["industry","size","founded_year","hq_location"]' "$(j j.data.fields_updated)"
+unset KEY
+ll '{"domain":"acme.com","overwrite":true}' -H 'Idempotency-Key: 7d4f2c1a-3b5e-4f60-8a9b-0c1d2e3f4a5b'
+ll '{"domain":"acme.com"}' -H 'Idempotency-Key: 7d4f2c1a-3b5e-4f60-8a9b-0c1d2e3f4a5b'
+eq "the same Idempotency-Key without overwrite is another request: 400" "400 validation_error" "$ST $(j j.error.code)"
+eq "data_version bounds" 400 "$(ctl_st '{"data_version":-1}')"
+reset
+eq "reset clears the records and the version" "0 0" "$(curl -s "$H/_control" | node "$T/j.js" /dev/stdin j.data_version j.workspace_records | tr '\n' ' ' | sed 's/ $//')"
 
 # ---------------------------------------------------------------------------
 echo "# stop"
