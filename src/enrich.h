@@ -476,6 +476,7 @@ typedef struct EnrichRateAnswer
 } EnrichRateAnswer;
 
 extern void enrich_rate_observe(EnrichKind kind, const EnrichRateAnswer *a, bool worker);
+extern void enrich_rate_forget(EnrichKind kind);
 extern void enrich_pause(EnrichKind kind, EnrichPause reason, TimestampTz until);
 extern void enrich_unpause(EnrichKind kind, EnrichPause reason);
 extern EnrichPause enrich_paused(EnrichKind kind, TimestampTz *until);

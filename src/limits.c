@@ -343,6 +343,7 @@ resume(PG_FUNCTION_ARGS)
 	enrich_require_shared("enrich.resume");
 	require_limit_privilege("resume");
 	enrich_unpause(kind, PAUSE_NONE);
+	enrich_rate_forget(kind);
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
 	enrich_exec_as_owner("UPDATE enrich.queue SET next_attempt_at = now(), updated_at = now() "
 				  "WHERE status = 'queued' AND kind OPERATOR(pg_catalog.=) $1 AND next_attempt_at > now()",

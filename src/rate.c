@@ -314,6 +314,26 @@ enrich_rate_observe(EnrichKind kind, const EnrichRateAnswer *a, bool worker)
 }
 
 /*
+ * Forgets what was learned of a provider's rate: the pace after its 429s,
+ * its announced window and a pending probe (enrich.resume: a DBA says the
+ * provider takes requests again).
+ */
+void
+enrich_rate_forget(EnrichKind kind)
+{
+	EnrichProviderShared *p;
+
+	if (enrich_shared == NULL)
+		return;
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	enrich_ratelearn_init(&p->learner, &p->window);
+	p->probe_needed = false;
+	p->probe_at = 0;
+	LWLockRelease(enrich_shared->lock);
+}
+
+/*
  * How many requests to a provider the worker may hold ready to send, on
  * top of those in flight: none while it is paused (one probe once a
  * credit pause is over), at most its concurrency cap, and no more than its
