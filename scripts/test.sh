@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of enrich on a throwaway cluster and the bundled provider
 # emulator: the layer check of src/ (scripts/check-layers.pl), the
-# emulator's self-test, a short fuzzing run (test/fuzz), the
+# shell scripts' syntax, the emulator's self-test, a short fuzzing run (test/fuzz), the
 # pg_regress suite, the response check held against jsonb_in, the TAP
 # suite, and then pg_regress and TAP again with enrich built with
 # AddressSanitizer (scripts/test-asan.sh).  Installs what is missing,
@@ -55,6 +55,15 @@ OBJDIR="$ROOT/src"
 [ -n "${ENRICH_PRIVATE:-}" ] && OBJDIR="$ENRICH_PRIVATE/src/src"
 perl "$ROOT/scripts/check-layers.pl" "$OBJDIR"
 record "layers" $?
+
+echo "== the shell scripts parse (bash -n: the benchmark is run by hand, not here)"
+rc=0
+for f in "$ROOT"/scripts/*.sh "$ROOT"/test/*/*.sh "$ROOT"/test/emu "$ROOT"/.ci/run; do
+  [ -f "$f" ] || continue
+  head -1 "$f" | grep -q bash || continue
+  bash -n "$f" || { echo "does not parse: $f"; rc=1; }
+done
+record "shell syntax" $rc
 
 echo "== provider emulator self-test"
 bash "$ROOT/test/provider/selftest.sh"

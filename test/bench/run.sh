@@ -635,6 +635,8 @@ bench_rate() {
       row "$path: $n × $label" "$RC_SECS s, $RC_429 × 429 of $RC_REQ" "$ideal s at the limit" "$(calc "$RC_SECS / $ideal" %.2f)" "≤ ${goal_t}x, 429s ≤ ${goal_429} %" ""
     done
   done
+}
+
 # ---------------------------------------------------------------- retention
 # RETENTION_ITEMS items through the queue in ten chunks, with
 # enrich.queue_retention off (-1) and then at RETENTION_SECS: the queue's
