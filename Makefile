@@ -30,6 +30,7 @@ OBJS = \
 	src/sync.o \
 	src/ratelearn.o \
 	src/shmem.o \
+	src/stats.o \
 	src/credits.o \
 	src/rate.o \
 	src/limits.o \

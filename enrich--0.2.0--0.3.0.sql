@@ -4,8 +4,10 @@
 \echo Use "ALTER EXTENSION enrich UPDATE TO '0.3.0'" to load this file. \quit
 
 ------------------------------------------------------------------------
--- enrich.stats shows the rate learned from a provider's 429s, and the
--- refreshes whose answer changed nothing
+-- enrich.stats shows the rate learned from a provider's 429s, the
+-- refreshes whose answer changed nothing, and since when it counts: its
+-- counters are kept across clean restarts and reset by
+-- enrich.stats_reset()
 ------------------------------------------------------------------------
 DROP VIEW enrich.stats;
 DROP FUNCTION enrich.provider_stats();
@@ -16,13 +18,20 @@ CREATE FUNCTION enrich.provider_stats(
     OUT errors_rejected bigint, OUT errors_response bigint, OUT credits_spent bigint,
     OUT rate_limit_waits bigint, OUT invalid_keys bigint, OUT avg_latency_ms double precision, OUT in_flight integer,
     OUT paused_until timestamptz, OUT pause_reason text, OUT rate_limit_remaining bigint,
-    OUT learned_rate double precision, OUT refreshes_unchanged bigint)
+    OUT learned_rate double precision, OUT refreshes_unchanged bigint,
+    OUT stats_reset timestamptz)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'provider_stats'
     LANGUAGE C VOLATILE;
 CREATE VIEW enrich.stats AS SELECT * FROM enrich.provider_stats();
-COMMENT ON VIEW enrich.stats IS 'per provider counters since the server started; learned_rate: requests per second while pacing after 429s; refreshes_unchanged: re-fetches the provider said changed no field';
+COMMENT ON VIEW enrich.stats IS 'per provider counters since stats_reset, kept across clean restarts; learned_rate: requests per second while pacing after 429s; refreshes_unchanged: re-fetches the provider said changed no field';
 GRANT SELECT ON enrich.stats TO PUBLIC;
+
+CREATE FUNCTION enrich.stats_reset() RETURNS void
+    AS 'MODULE_PATHNAME', 'stats_reset'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION enrich.stats_reset() IS 'set the counters of enrich.stats to zero';
+REVOKE EXECUTE ON FUNCTION enrich.stats_reset() FROM PUBLIC;
 
 ------------------------------------------------------------------------
 -- Dump and restore: pg_dump keeps what was paid for and what was set up.

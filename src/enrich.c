@@ -33,6 +33,7 @@ _PG_init(void)
 	if (process_shared_preload_libraries_in_progress)
 	{
 		enrich_shmem_init();
+		enrich_stats_init();
 		enrich_worker_register();
 	}
 }

@@ -421,6 +421,7 @@ typedef struct EnrichShared
 	pid_t		worker_pid;
 	void	   *worker_proc;	/* PGPROC of the worker, or NULL */
 	Oid			worker_db;
+	TimestampTz stats_reset;	/* when the statistics counters began */
 	EnrichProviderShared prov[ENRICH_NUM_KINDS];
 } EnrichShared;
 
@@ -435,11 +436,16 @@ typedef struct EnrichHold
 
 extern void enrich_shmem_init(void);
 extern void enrich_require_shared(const char *what);
-extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
 extern void enrich_wake_worker(void);
 extern void enrich_holder_attach(void);
 extern EnrichHold *enrich_holder_mine(EnrichKind kind);
 extern bool enrich_holders_sweep(TimestampTz now);
+
+/* ---- stats.c ---- */
+extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
+extern void enrich_stats_reset_all(void);
+extern TimestampTz enrich_stats_reset_at(void);
+extern void enrich_stats_init(void);
 
 /* ---- credits.c ---- */
 typedef enum EnrichReserve

@@ -38,6 +38,7 @@ PG_FUNCTION_INFO_V1(set_rate_limit);
 PG_FUNCTION_INFO_V1(set_credit_limit);
 PG_FUNCTION_INFO_V1(credit_status);
 PG_FUNCTION_INFO_V1(provider_stats);
+PG_FUNCTION_INFO_V1(stats_reset);
 PG_FUNCTION_INFO_V1(resume);
 PG_FUNCTION_INFO_V1(restore_limit_row);
 
@@ -285,15 +286,15 @@ provider_stats(PG_FUNCTION_ARGS)
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
 		/* the columns of 0.3.0; an older definition takes the first ones */
-		Datum		v[22];
-		bool		n[22] = {false};
+		Datum		v[23];
+		bool		n[23] = {false};
 		EnrichProviderShared *p;
 		uint64		lat_n;
 
 		v[0] = CStringGetTextDatum(enrich_provider_key(k));
 		if (enrich_shared == NULL)
 		{
-			for (int i = 1; i < 22; i++)
+			for (int i = 1; i < 23; i++)
 				n[i] = true;
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 			continue;
@@ -318,9 +319,25 @@ provider_stats(PG_FUNCTION_ARGS)
 		n[20] = !p->learner.enabled;
 		LWLockRelease(enrich_shared->lock);
 		v[21] = Int64GetDatum((int64) pg_atomic_read_u64(&p->stats[STAT_REFRESHES_UNCHANGED]));
+		v[22] = TimestampTzGetDatum(enrich_stats_reset_at());
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * enrich.stats_reset() RETURNS void
+ *
+ * Sets the counters of enrich.stats to zero for every provider (EXECUTE is
+ * the extension owner's; budgets and what they used are not counters and
+ * stay).
+ */
+Datum
+stats_reset(PG_FUNCTION_ARGS)
+{
+	enrich_require_shared("enrich.stats_reset()");
+	enrich_stats_reset_all();
+	PG_RETURN_VOID();
 }
 
 /*

@@ -2,7 +2,8 @@
  *
  * shmem.c
  *	  The shared memory segment: its set-up, the holder slots that tie
- *	  every hold to its process, statistics counters, the worker's latch.
+ *	  every hold to its process, the worker's latch.  (The statistics
+ *	  counters it holds are stats.c's.)
  *
  * Every session and the background worker draw on one rate limit and one
  * credit budget per provider (rate.c, credits.c), kept in shared memory
@@ -125,14 +126,6 @@ enrich_require_shared(const char *what)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s needs enrich in shared_preload_libraries", what),
 				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
-/* Adds to a statistics counter (lock-free; a no-op when not preloaded). */
-void
-enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n)
-{
-	if (enrich_shared)
-		pg_atomic_fetch_add_u64(&enrich_shared->prov[kind].stats[stat], n);
 }
 
 /* Sets the worker's latch, if a worker runs.  Never throws. */
