@@ -31,11 +31,14 @@ OBJS = \
 	src/ratelearn.o \
 	src/shmem.o \
 	src/stats.o \
+	src/dbworkers.o \
 	src/credits.o \
 	src/rate.o \
 	src/limits.o \
 	src/queue.o \
 	src/worker.o \
+	src/launcher.o \
+	src/launcher_hook.o \
 	src/worker_turn.o \
 	src/worker_write.o \
 	src/worker_house.o \

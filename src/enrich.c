@@ -34,6 +34,7 @@ _PG_init(void)
 	{
 		enrich_shmem_init();
 		enrich_stats_init();
-		enrich_worker_register();
+		enrich_launcher_register();
+		enrich_launcher_hook_init();
 	}
 }

@@ -413,14 +413,40 @@ typedef struct EnrichProviderShared
 	pg_atomic_uint64 stats[ENRICH_NUM_STATS];
 } EnrichProviderShared;
 
+/* ---- dbworkers.c ---- */
+
+/* The most databases served at once (a worker each). */
+#define ENRICH_MAX_DATABASES 64
+
+/* What the launcher is to do about a database. */
+typedef enum EnrichDbState
+{
+	DBW_FREE = 0,				/* an unused entry */
+	DBW_WANTED,					/* start a worker there (again) */
+	DBW_STARTED,				/* a worker was started: keep it running */
+	DBW_NOEXT,					/* no extension there: no worker until told */
+	DBW_LEAVING					/* being dropped: no worker */
+} EnrichDbState;
+
+/* One database's worker, in the table the launcher keeps. */
+typedef struct EnrichDbWorker
+{
+	Oid			db;
+	EnrichDbState state;
+	pid_t		pid;			/* the worker's, 0: none running */
+	void	   *proc;			/* its PGPROC, or NULL */
+	int			procno;			/* its holder slot */
+	bool		busy;			/* it has work in hand */
+} EnrichDbWorker;
+
 typedef struct EnrichShared
 {
 	LWLock	   *lock;
 	bool		limits_loaded;
 	Oid			limits_db;		/* database the limits were loaded from */
-	pid_t		worker_pid;
-	void	   *worker_proc;	/* PGPROC of the worker, or NULL */
-	Oid			worker_db;
+	pid_t		launcher_pid;	/* the launcher's, 0: not running */
+	void	   *launcher_proc;	/* its PGPROC, or NULL */
+	EnrichDbWorker dbw[ENRICH_MAX_DATABASES];	/* dbworkers.c */
 	TimestampTz stats_reset;	/* when the statistics counters began */
 	EnrichProviderShared prov[ENRICH_NUM_KINDS];
 } EnrichShared;
@@ -439,6 +465,7 @@ extern void enrich_require_shared(const char *what);
 extern void enrich_wake_worker(void);
 extern void enrich_holder_attach(void);
 extern EnrichHold *enrich_holder_mine(EnrichKind kind);
+extern int	enrich_holder_in_flight(int procno);
 extern bool enrich_holders_sweep(TimestampTz now);
 
 /* ---- stats.c ---- */
@@ -446,6 +473,20 @@ extern void enrich_stat_add(EnrichKind kind, EnrichStat stat, uint64 n);
 extern void enrich_stats_reset_all(void);
 extern TimestampTz enrich_stats_reset_at(void);
 extern void enrich_stats_init(void);
+
+/* ---- dbworkers.c (functions) ---- */
+extern void enrich_dbw_attach_worker(void);
+extern void enrich_dbw_worker_exits(EnrichDbState then);
+extern void enrich_dbw_set_busy(bool busy);
+extern bool enrich_dbw_served(Oid db);
+extern void enrich_dbw_want(Oid db);
+extern bool enrich_dbw_leave(Oid db, int timeout_ms);
+extern void enrich_dbw_left(Oid db, bool dropped);
+extern int	enrich_dbw_share(int conc);
+extern int	enrich_dbw_workers_in_flight(void);
+extern void enrich_dbw_wake_launcher(void);
+extern void enrich_dbw_sync_databases(const Oid *dbs, int n);
+extern int	enrich_dbw_wanted(Oid *dbs, int max);
 
 /* ---- credits.c ---- */
 typedef enum EnrichReserve
@@ -552,8 +593,15 @@ extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
 
 /* ---- worker.c ---- */
-extern void enrich_worker_register(void);
 extern PGDLLEXPORT void enrich_worker_main(Datum arg);
+
+/* ---- launcher.c ---- */
+extern void enrich_launcher_register(void);
+extern PGDLLEXPORT void enrich_launcher_main(Datum arg);
+extern bool enrich_start_worker(Oid db, void **handle);
+
+/* ---- launcher_hook.c ---- */
+extern void enrich_launcher_hook_init(void);
 
 /* ---- queue.c ---- */
 

@@ -373,16 +373,18 @@ resume(PG_FUNCTION_ARGS)
  * Makes the shared state read the limits from their tables again (at the
  * next enrich_limits_load) when a restore has replaced the rows of the
  * database that holds them for the cluster: the one they were read from,
- * or the one the worker serves (which keeps the credits used).
+ * or one a worker serves (which keeps the credits used).
  */
 static void
 limits_changed(void)
 {
+	bool		served;
+
 	if (enrich_shared == NULL)
 		return;
+	served = enrich_dbw_served(MyDatabaseId);
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	if (enrich_shared->limits_db == MyDatabaseId ||
-		(enrich_shared->worker_proc != NULL && enrich_shared->worker_db == MyDatabaseId))
+	if (enrich_shared->limits_db == MyDatabaseId || served)
 		enrich_shared->limits_loaded = false;
 	LWLockRelease(enrich_shared->lock);
 }

@@ -107,24 +107,29 @@ enrich_queue_wake_at_commit(void)
 }
 
 /*
- * Raises 55000 unless a worker serves this database: queued work would
- * otherwise wait for ever.
+ * Makes sure a worker will serve this database: when none runs, asks the
+ * launcher for one (it starts it once the extension is there, committed).
+ * Raises 55000 when no launcher runs either: queued work would otherwise
+ * wait for ever.
  */
 void
 enrich_require_worker(void)
 {
-	Oid			db;
+	pid_t		launcher;
 
 	enrich_require_shared("the queue");
+	if (enrich_dbw_served(MyDatabaseId))
+		return;
 	LWLockAcquire(enrich_shared->lock, LW_SHARED);
-	db = enrich_shared->worker_proc ? enrich_shared->worker_db : InvalidOid;
+	launcher = enrich_shared->launcher_pid;
 	LWLockRelease(enrich_shared->lock);
-	if (db != MyDatabaseId)
+	if (launcher == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the enrich background worker is not running for this database"),
-				 errdetail("enrich.database_name is \"%s\".", enrich_database_name),
-				 errhint("Set enrich.database_name to this database and restart the server, or check the server log for why the worker stopped.")));
+				 errdetail("The enrich launcher, which starts a worker in every database with the extension, is not running."),
+				 errhint("Check the server log for why it stopped, and max_worker_processes.")));
+	enrich_dbw_want(MyDatabaseId);
 }
 
 /*

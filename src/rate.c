@@ -127,6 +127,12 @@ enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why)
 		*why = PAUSE_CONCURRENCY;
 		wait_ms = 5;
 	}
+	else if (enrich_dbw_workers_in_flight() >= enrich_max_concurrency)
+	{
+		/* the databases' workers together: enrich.max_concurrency */
+		*why = PAUSE_CONCURRENCY;
+		wait_ms = 5;
+	}
 	else
 	{
 		TimestampTz more_at;

@@ -2,8 +2,8 @@
  *
  * shmem.c
  *	  The shared memory segment: its set-up, the holder slots that tie
- *	  every hold to its process, the worker's latch.  (The statistics
- *	  counters it holds are stats.c's.)
+ *	  every hold to its process.  (The statistics counters it holds are
+ *	  stats.c's, the table of the databases' workers dbworkers.c's.)
  *
  * Every session and the background worker draw on one rate limit and one
  * credit budget per provider (rate.c, credits.c), kept in shared memory
@@ -31,7 +31,6 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
-#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -126,19 +125,6 @@ enrich_require_shared(const char *what)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s needs enrich in shared_preload_libraries", what),
 				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server.")));
-}
-
-/* Sets the worker's latch, if a worker runs.  Never throws. */
-void
-enrich_wake_worker(void)
-{
-	PGPROC	   *proc;
-
-	if (enrich_shared == NULL)
-		return;
-	proc = (PGPROC *) enrich_shared->worker_proc;
-	if (proc != NULL)
-		SetLatch(&proc->procLatch);
 }
 
 /*
@@ -236,6 +222,22 @@ EnrichHold *
 enrich_holder_mine(EnrichKind kind)
 {
 	return my_holder ? &my_holder->hold[kind] : NULL;
+}
+
+/*
+ * Requests in flight counted in the holder slot `procno` (for every
+ * provider).  Caller holds the lock.
+ */
+int
+enrich_holder_in_flight(int procno)
+{
+	int			n = 0;
+
+	if (procno < 0 || procno >= nholders)
+		return 0;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		n += holders[procno].hold[k].in_flight;
+	return n;
 }
 
 /*

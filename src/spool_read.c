@@ -305,8 +305,7 @@ enrich_spool_take_orphans(void)
 	if (done)
 		return;
 	done = true;
-	if (enrich_shared != NULL && enrich_shared->worker_proc != NULL &&
-		enrich_shared->worker_db == MyDatabaseId)
+	if (enrich_dbw_served(MyDatabaseId))
 		return;
 	(void) enrich_spool_ingest_all(false);
 }

@@ -3,11 +3,14 @@
  * worker.c
  *	  The background worker that drains enrich.queue.
  *
- * One worker, registered from shared_preload_libraries, serves the
- * database named by enrich.database_name.  It holds claimed queue items in
- * request slots: up to enrich.max_concurrency requests in flight, and as
- * many again claimed and ready, so that a finished request is replaced at
- * once, without waiting for a transaction.  Its loop:
+ * One worker per database with the extension, started by the launcher
+ * (launcher.c) with the database's OID as its argument.  It holds claimed
+ * queue items in request slots: up to its share of enrich.max_concurrency
+ * requests in flight (dbworkers.c: the workers of all databases together
+ * stay within it), and as many again claimed and ready, so that a
+ * finished request is replaced at once, without waiting for a
+ * transaction.  A worker that finds no extension in its database leaves
+ * (and is started again when a CREATE EXTENSION there commits).  Its loop:
  *
  *	1. collects finished transfers (their slots await write-back) and
  *	   starts the requests that are due, from the ready slots, up to the
@@ -49,6 +52,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -73,34 +77,14 @@
 static TimestampTz next_housekeeping = 0;
 static TimestampTz last_housekeeping = 0;
 
-/* Registers the worker with the postmaster; called from _PG_init. */
-void
-enrich_worker_register(void)
-{
-	BackgroundWorker w;
+/* What the launcher is to do once we are gone: start us again, or not. */
+static EnrichDbState exit_then = DBW_STARTED;
 
-	memset(&w, 0, sizeof(w));
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	w.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	w.bgw_restart_time = 1;
-	snprintf(w.bgw_library_name, BGW_MAXLEN, "enrich");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "enrich_worker_main");
-	snprintf(w.bgw_name, BGW_MAXLEN, "enrich worker");
-	snprintf(w.bgw_type, BGW_MAXLEN, "enrich worker");
-	RegisterBackgroundWorker(&w);
-}
-
-/* Forgets our PGPROC in shared memory when the worker exits. */
+/* Leaves our database's entry when the worker exits, however it ends. */
 static void
 worker_detach(int code, Datum arg)
 {
-	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	if (enrich_shared->worker_proc == MyProc)
-	{
-		enrich_shared->worker_proc = NULL;
-		enrich_shared->worker_pid = 0;
-	}
-	LWLockRelease(enrich_shared->lock);
+	enrich_dbw_worker_exits(exit_then);
 }
 
 /* ---- the turn and the loop ---- */
@@ -202,12 +186,14 @@ wait_timeout(void)
  * path of pg_catalog alone, its memory, and its place in shared memory.
  */
 static void
-worker_start(void)
+worker_start(Datum arg)
 {
+	char	   *dbname;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(enrich_database_name, NULL, 0);
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 	pgstat_report_appname("enrich worker");
 	/*
 	 * Our statements run as a superuser: nothing in them may resolve to an
@@ -222,13 +208,14 @@ worker_start(void)
 									 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(enrich_worker.cxt);
 
-	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	enrich_shared->worker_proc = MyProc;
-	enrich_shared->worker_pid = MyProcPid;
-	enrich_shared->worker_db = MyDatabaseId;
-	LWLockRelease(enrich_shared->lock);
+	enrich_dbw_attach_worker();
 	before_shmem_exit(worker_detach, (Datum) 0);
-	ereport(LOG, (errmsg("enrich worker started for database \"%s\"", enrich_database_name)));
+	StartTransactionCommand();
+	dbname = get_database_name(MyDatabaseId);
+	enrich_worker.dbname = MemoryContextStrdup(enrich_worker.cxt, dbname ? dbname : "?");
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(enrich_worker.cxt);
+	ereport(LOG, (errmsg("enrich worker started for database \"%s\"", enrich_worker.dbname)));
 }
 
 /*
@@ -286,7 +273,7 @@ enrich_worker_main(Datum arg)
 {
 	bool		woken = false;
 
-	worker_start();
+	worker_start(arg);
 	for (;;)
 	{
 		TimestampTz now;
@@ -309,6 +296,7 @@ enrich_worker_main(Datum arg)
 		house = housekeeping_due(now);
 
 		ndone = take_answers(&woken);
+		enrich_dbw_set_busy(enrich_worker_has_work());
 		writes = enrich_worker_write_due(ndone, now);
 		if (house || writes || enrich_worker_claim_urgent())
 		{
@@ -318,6 +306,14 @@ enrich_worker_main(Datum arg)
 				/* dropped, or at another version: hold nothing */
 				enrich_worker_drop_slots(true);
 				enrich_worker.recovered = false;
+			}
+			if (enrich_worker.no_extension)
+			{
+				ereport(LOG,
+						(errmsg("enrich worker leaves database \"%s\": the extension is not installed there",
+								enrich_worker.dbname)));
+				exit_then = DBW_NOEXT;
+				proc_exit(0);
 			}
 			enrich_worker_start_due();
 		}

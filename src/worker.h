@@ -37,6 +37,8 @@ typedef struct EnrichWorkerState
 	Slot	  **slots;			/* each slot stays put: curl points into it */
 	int			nslots;
 	bool		ready;			/* the extension is there at our version */
+	bool		no_extension;	/* it is not there at all: the worker leaves */
+	char	   *dbname;			/* our database's name, for messages */
 	bool		recovered;		/* in_flight items of a former run requeued */
 	bool		more_due[ENRICH_NUM_KINDS];	/* the last claim filled its quota */
 	TimestampTz claim_at;		/* a provider's quota grows then by itself */
@@ -63,6 +65,7 @@ extern void enrich_worker_drop_slots(bool all);
 extern void enrich_worker_claim_all(void);
 extern bool enrich_worker_claim_urgent(void);
 extern void enrich_worker_start_due(void);
+extern bool enrich_worker_has_work(void);
 extern int	enrich_worker_collect(void);
 
 /* ---- worker_write.c ---- */

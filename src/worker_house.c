@@ -37,7 +37,8 @@
 
 /*
  * Whether the extension is installed in our database at the library's
- * version (inside a transaction).  Says once in the log why not.
+ * version (inside a transaction).  Says once in the log why not; when it
+ * is not installed at all, sets no_extension (the worker then leaves).
  */
 static bool
 extension_installed(void)
@@ -54,19 +55,15 @@ extension_installed(void)
 		said[0] = '\0';
 		return true;
 	}
+	enrich_worker.no_extension = version == NULL;
 	why = version ? version : "none";
-	if (strcmp(said, why) != 0)
+	if (version != NULL && strcmp(said, why) != 0)
 	{
-		if (version == NULL)
-			ereport(LOG,
-					(errmsg("enrich worker waits for CREATE EXTENSION enrich in database \"%s\"",
-							enrich_database_name)));
-		else
-			ereport(WARNING,
-					(errmsg("enrich worker waits: extension enrich is at version %s, the library at %s",
-							version, ENRICH_VERSION),
-					 errhint("Run ALTER EXTENSION enrich UPDATE in database \"%s\".",
-							 enrich_database_name)));
+		ereport(WARNING,
+				(errmsg("enrich worker waits: extension enrich is at version %s, the library at %s",
+						version, ENRICH_VERSION),
+				 errhint("Run ALTER EXTENSION enrich UPDATE in database \"%s\".",
+						 enrich_worker.dbname)));
 		strlcpy(said, why, sizeof(said));
 	}
 	return false;

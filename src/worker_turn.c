@@ -283,7 +283,25 @@ enrich_worker_claim_urgent(void)
 /* ---- requests ---- */
 
 /*
- * Starts the requests of held slots that are due, up to the concurrency.
+ * Whether the worker has work in hand: a slot used, or more queued work
+ * due (it then counts in the sharing out of enrich.max_concurrency).
+ */
+bool
+enrich_worker_has_work(void)
+{
+	for (int i = 0; i < enrich_worker.nslots; i++)
+		if (enrich_worker.slots[i]->used)
+			return true;
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		if (enrich_worker.more_due[k])
+			return true;
+	return false;
+}
+
+/*
+ * Starts the requests of held slots that are due, up to the worker's share
+ * of the concurrency (the workers of other databases with work in hand
+ * have theirs).
  * A slot that could not start and would wait long (a provider pause) is
  * handed back to the queue instead of holding its place.
  */
@@ -291,7 +309,7 @@ void
 enrich_worker_start_due(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int			conc = enrich_http_concurrency();
+	int			conc = enrich_dbw_share(enrich_http_concurrency());
 	int			active = enrich_http_active();
 
 	for (int i = 0; i < enrich_worker.nslots && active < conc; i++)

@@ -142,9 +142,10 @@ sub sqlstate_of
 # The pid of the enrich worker ('' when there is none).
 sub worker_pid
 {
-	my ($node) = @_;
+	my ($node, $db) = @_;
+	$db //= 'postgres';
 	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND datname = '$db'");
 }
 
 # ALTER SYSTEM SET each name => value (RESET for undef), then reload and, when a worker
@@ -161,9 +162,18 @@ sub set_conf
 		  : "ALTER SYSTEM RESET $name;\n";
 	}
 	my $offset = -s $node->logfile;
-	my $worker = worker_pid($node);
+	my $workers = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'enrich worker'");
 	$node->safe_psql('postgres', $sql . 'SELECT pg_reload_conf();');
-	$node->wait_for_log(qr/enrich worker reloaded its settings/, $offset) if $worker ne '';
+	# every database's worker says so
+	my $deadline = time() + 60;
+	while ($workers > 0)
+	{
+		my @said = slurp_file($node->logfile, $offset) =~ /enrich worker reloaded its settings/g;
+		last if @said >= $workers;
+		die "set_conf: $workers worker(s) did not all reload within 60 s" if time() > $deadline;
+		select(undef, undef, undef, 0.05);
+	}
 	return;
 }
 

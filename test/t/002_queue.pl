@@ -232,18 +232,16 @@ note sprintf('enqueue of 100,000 rows: %.2f s (%.0f rows/s)', $enq, 100000 / $en
 is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.queue WHERE key LIKE 'account-%'}), '0',
 	'and rolled back');
 
-# A database the worker does not serve: the queue functions say so (55000).
+# Another database with the extension: the launcher starts a worker
+# there too (test/t/032_databases.pl has the whole of it).
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql('other', 'CREATE EXTENSION enrich');
-is(sqlstate_of($node, 'other', q{SELECT enrich.enqueue_company('acme.com')}), '55000',
-	'enqueue_company in another database raises 55000');
-is(sqlstate_of($node, 'other', q{SELECT enrich.enqueue_lead('linkedin.com/in/jane-doe')}), '55000',
-	'enqueue_lead in another database raises 55000');
-is(sqlstate_of($node, 'other', q{SELECT enrich.wait('1 s')}), '55000',
-	'enrich.wait in another database raises 55000');
-my ($rc, $o, $e) = $node->psql('other', q{SELECT enrich.enqueue_company('acme.com')});
-like($e, qr/worker is not running/, 'with a clear message');
-is($node->safe_psql('other', 'SELECT count(*) FROM enrich.queue'), '0', 'nothing queued there');
+$node->safe_psql('other', q{SELECT enrich.enqueue_company('other-db.com')});
+is($node->safe_psql('other', q{SELECT enrich.wait('30 s')}), 't', 'another database: its queue is served');
+is($node->safe_psql('other', q{SELECT status FROM enrich.queue WHERE key = 'other-db.com'}), 'done',
+	'another database: its item is done');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.companies WHERE domain = 'other-db.com'}), '0',
+	'and its answer is not in the first database');
 
 $node->stop;
 done_testing();
