@@ -57,9 +57,11 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# every object depends on the private headers; the transport's, the
-# spool's and the worker's files also on their own
-$(OBJS): src/enrich.h src/normalize.h src/response.h
+# every object depends on the layers' headers (src/LAYERS); the
+# transport's, the spool's and the worker's files also on their own
+LAYER_HEADERS = src/base.h src/state.h src/transport.h src/providers.h \
+	src/storage.h src/entry.h src/normalize.h src/response.h
+$(OBJS): $(LAYER_HEADERS)
 src/http.o src/http_wait.o: src/http_int.h
 src/spool.o src/spool_read.o: src/spool_int.h
 src/worker.o src/worker_turn.o src/worker_write.o src/worker_house.o: src/worker.h

@@ -5,9 +5,12 @@
 # every object file, the symbols it uses (nm: U) that another file defines
 # (T, D, B, R) are its calls; a call may go down to a lower layer or stay
 # within its own, never up, and the calls between files must not form a
-# cycle.  Also: every C file is in exactly one layer, none is over 600
-# lines, no function over 80.  Prints each offence (with the symbol that
-# makes an offending call) and exits 1 if there is any.
+# cycle.  The headers have layers too: a file (.c or .h) may #include "X.h"
+# only for a header X.h of its own layer or a lower one.  Also: every C
+# file and header is in exactly one layer, no C file is over 600 lines, no
+# function over 80.  Prints each offence (with the symbol that makes an
+# offending call, or the line that makes an offending include) and exits 1
+# if there is any.
 #
 #   perl scripts/check-layers.pl [SRCDIR]      (after make; default src)
 use strict;
@@ -37,7 +40,12 @@ close $lf;
 
 # ---- the files, and the symbols each object defines and uses
 my @files = map { s{^\Q$src\E/}{}r } sort glob("$src/*.c");
+my @headers = map { s{^\Q$src\E/}{}r } sort glob("$src/*.h");
 my (%defines, %uses, %owner);
+for my $f (@headers)
+{
+	push @bad, "$f is in no layer of $src/LAYERS" unless exists $layer_of{$f};
+}
 for my $f (@files)
 {
 	push @bad, "$f is in no layer of $src/LAYERS" unless exists $layer_of{$f};
@@ -51,7 +59,7 @@ for my $f (@files)
 }
 for my $f (keys %layer_of)
 {
-	push @bad, "$f is in $src/LAYERS but is not a C file of $src" unless grep { $_ eq $f } @files;
+	push @bad, "$f is in $src/LAYERS but is not a C file or header of $src" unless grep { $_ eq $f } @files, @headers;
 }
 
 # ---- calls: down or within a layer, never up
@@ -68,6 +76,22 @@ for my $f (@files)
 			$f, $layer_names[ $layer_of{$f} ], $g, $layer_names[ $layer_of{$g} ], $s)
 		  if $layer_of{$g} > $layer_of{$f};
 	}
+}
+
+# ---- includes: a header of its own layer or a lower one, never a higher
+for my $f (@files, @headers)
+{
+	next unless exists $layer_of{$f};
+	open(my $fh, '<', "$src/$f") or die "check-layers: $src/$f: $!\n";
+	while (<$fh>)
+	{
+		my ($h) = /^\s*#\s*include\s+"([^"]+)"/ or next;
+		next unless exists $layer_of{$h};    # not ours: postgres.h, ...
+		push @bad, sprintf("%s:%d (%s) includes %s (%s), a header of a higher layer",
+			$f, $., $layer_names[ $layer_of{$f} ], $h, $layer_names[ $layer_of{$h} ])
+		  if $layer_of{$h} > $layer_of{$f};
+	}
+	close $fh;
 }
 
 # ---- cycles between files (Tarjan's strongly connected components)
@@ -137,6 +161,6 @@ if (@bad)
 	print "check-layers: $_\n" for @bad;
 	exit 1;
 }
-printf "check-layers: %d files in %d layers (%s): every call goes down or stays in its layer, no cycle, no file over %d lines, no function over %d\n",
-  scalar @files, scalar @layer_names, join(' < ', @layer_names), $max_file, $max_function;
+printf "check-layers: %d files and %d headers in %d layers (%s): every call and include goes down or stays in its layer, no cycle, no file over %d lines, no function over %d\n",
+  scalar @files, scalar @headers, scalar @layer_names, join(' < ', @layer_names), $max_file, $max_function;
 exit 0;

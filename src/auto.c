@@ -37,7 +37,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 PG_FUNCTION_INFO_V1(auto_enrich);
 PG_FUNCTION_INFO_V1(stop_auto_enrich);

@@ -32,7 +32,7 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 /* How many inbox rows the worker takes in per turn. */
 #define INBOX_BATCH 5000

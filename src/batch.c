@@ -25,7 +25,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 PG_FUNCTION_INFO_V1(enrich_companies);
 PG_FUNCTION_INFO_V1(enrich_leads);

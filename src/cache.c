@@ -47,7 +47,7 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "storage.h"
 
 /*
  * The store: an upsert over arrays, one row per element, so that the

@@ -31,7 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "state.h"
 
 /* Moves the credit period forward if it has ended.  Caller holds the lock. */
 static void

@@ -35,7 +35,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 
-#include "enrich.h"
+#include "state.h"
 
 /* This process's entry, when it is a database's worker. */
 static EnrichDbWorker *my_entry = NULL;

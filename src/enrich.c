@@ -16,7 +16,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 PG_MODULE_MAGIC;
 

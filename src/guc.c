@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <curl/curl.h>
+
 #include "miscadmin.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
@@ -24,7 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/varlena.h"
 
-#include "enrich.h"
+#include "base.h"
 
 char	   *enrich_leadlex_url = NULL;
 char	   *enrich_leadlex_api_key = NULL;

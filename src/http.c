@@ -25,7 +25,7 @@
 
 #include "storage/fd.h"
 
-#include "enrich.h"
+#include "transport.h"
 #include "http_int.h"
 
 #if LIBCURL_VERSION_NUM < 0x074400

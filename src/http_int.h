@@ -13,7 +13,7 @@
 #ifndef HTTP_INT_H
 #define HTTP_INT_H
 
-#include "enrich.h"
+#include "transport.h"
 
 /* This backend's transfers, counted by both files. */
 typedef struct EnrichHttpState

@@ -30,7 +30,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "enrich.h"
+#include "transport.h"
 #include "http_int.h"
 
 /* Streams one HTTP/2 connection may carry, if the provider allows. */

@@ -26,7 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "providers.h"
 
 /* Longest wait without a look around (interrupts wake it at once anyway). */
 #define POLL_MS 1000

@@ -13,7 +13,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
-#include "enrich.h"
+#include "base.h"
 
 /*
  * Turns a response body into jsonb without ever throwing for bad input.

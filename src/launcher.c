@@ -45,7 +45,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 /* pg_database is read at least this often. */
 #define SCAN_MS 10000

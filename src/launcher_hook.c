@@ -28,7 +28,7 @@
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 /* How long a DROP DATABASE waits for the database's worker to leave. */
 #define LEAVE_TIMEOUT_MS 10000

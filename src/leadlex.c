@@ -25,7 +25,7 @@
 #include "utils/builtins.h"
 #include "utils/json.h"
 
-#include "enrich.h"
+#include "providers.h"
 
 /*
  * Fixes what a job asks besides its key, once: the same for every try, so

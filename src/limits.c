@@ -32,7 +32,7 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 PG_FUNCTION_INFO_V1(set_rate_limit);
 PG_FUNCTION_INFO_V1(set_credit_limit);

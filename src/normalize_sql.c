@@ -21,7 +21,7 @@
 #include "utils/builtins.h"
 
 #include "normalize.h"
-#include "enrich.h"
+#include "base.h"
 
 PG_FUNCTION_INFO_V1(normalize_domain);
 PG_FUNCTION_INFO_V1(normalize_linkedin_url);

@@ -20,7 +20,7 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
-#include "enrich.h"
+#include "base.h"
 
 /* The role that owns the extension's tables (the owner of enrich.companies). */
 Oid

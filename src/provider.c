@@ -28,7 +28,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "providers.h"
 
 
 /* Fills a buffer with a random (version 4) UUID. */

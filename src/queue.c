@@ -27,7 +27,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "enrich.h"
+#include "storage.h"
 
 PG_FUNCTION_INFO_V1(enqueue_company);
 PG_FUNCTION_INFO_V1(enqueue_lead);

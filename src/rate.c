@@ -22,7 +22,7 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "state.h"
 
 /*
  * The sliding window a local rate limit of `requests` per `per` is kept

@@ -38,7 +38,7 @@
 
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "base.h"
 
 /* CUBIC's constants, as the AWS SDKs use them. */
 #define CUBIC_BETA 0.7

@@ -36,7 +36,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "state.h"
 
 EnrichShared *enrich_shared = NULL;
 

@@ -13,7 +13,7 @@
  */
 #include "postgres.h"
 
-#include "enrich.h"
+#include "providers.h"
 
 /* Builds the request for a job and starts it. */
 static void

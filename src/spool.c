@@ -50,7 +50,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
-#include "enrich.h"
+#include "storage.h"
 #include "spool_int.h"
 
 /* A file this transaction wrote or took over, removed at commit. */

@@ -12,7 +12,7 @@
 #ifndef SPOOL_INT_H
 #define SPOOL_INT_H
 
-#include "enrich.h"
+#include "storage.h"
 
 #define SPOOL_DIR "pg_enrich"
 

@@ -32,7 +32,7 @@
 #include "storage/procarray.h"
 #include "utils/jsonb.h"
 
-#include "enrich.h"
+#include "storage.h"
 #include "spool_int.h"
 
 /* Reads a whole spool file; NULL if it does not exist. */

@@ -27,7 +27,7 @@
 #include "storage/ipc.h"
 #include "utils/timestamp.h"
 
-#include "enrich.h"
+#include "state.h"
 
 #define STATS_FILE PGSTAT_STAT_PERMANENT_DIRECTORY "/enrich.stat"
 #define STATS_MAGIC 0x454e5253	/* "ENRS" */

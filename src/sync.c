@@ -28,7 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
-#include "enrich.h"
+#include "entry.h"
 
 PG_FUNCTION_INFO_V1(enrich_company);
 PG_FUNCTION_INFO_V1(enrich_lead);

@@ -15,7 +15,7 @@
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 
-#include "enrich.h"
+#include "base.h"
 
 /* Backoff: 200 ms doubling, capped, with full jitter. */
 #define BACKOFF_BASE_MS 200

@@ -66,6 +66,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "entry.h"
 #include "worker.h"
 
 /* How often the worker does its housekeeping when nothing wakes it. */

@@ -16,7 +16,7 @@
 #ifndef ENRICH_WORKER_H
 #define ENRICH_WORKER_H
 
-#include "enrich.h"
+#include "entry.h"
 
 /* Answers wait at most this long to be written together with others. */
 #define WRITE_DELAY_MS 20

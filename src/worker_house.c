@@ -23,6 +23,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "entry.h"
 #include "worker.h"
 
 /* How often the queue pass requeues orphans and deletes old finished items ... */

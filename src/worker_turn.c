@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "entry.h"
 #include "worker.h"
 
 /* What the worker's files share (worker.h); defined here, the lowest of them. */

@@ -18,6 +18,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "entry.h"
 #include "worker.h"
 
 /* ---- write-back ---- */
