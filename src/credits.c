@@ -45,7 +45,7 @@ roll_period(EnrichProviderShared *p, TimestampTz now)
 
 		p->period_start += n * p->credit_period_us;
 		p->credits_used = 0;
-		p->usage_dirty = true;
+		p->usage_version++;
 	}
 }
 
@@ -140,7 +140,7 @@ enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance
 	{
 		p->credits_used++;
 		p->credits_total++;
-		p->usage_dirty = true;
+		p->usage_version++;
 	}
 	if (balance >= 0)
 		p->provider_balance = balance;
@@ -254,11 +254,16 @@ enrich_limits_check_unshared(EnrichKind kind)
 
 /*
  * Writes the credits used in the current period back to
- * enrich.credit_limits.  The worker calls it inside its transactions.
+ * enrich.credit_limits of our database, when they changed since we last
+ * did.  Every database's worker calls it inside its transactions, so that
+ * each database's table shows the cluster's use (the budget is one per
+ * cluster).
  */
 void
 enrich_limits_save_usage(void)
 {
+	static uint64 saved_version[ENRICH_NUM_KINDS];
+
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
 		EnrichProviderShared *p = &enrich_shared->prov[k];
@@ -268,8 +273,8 @@ enrich_limits_save_usage(void)
 
 		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 		/* without a budget there is nothing to count against */
-		dirty = p->usage_dirty && p->credit_limit >= 0;
-		p->usage_dirty = false;
+		dirty = p->usage_version != saved_version[k] && p->credit_limit >= 0;
+		saved_version[k] = p->usage_version;
 		values[1] = Int64GetDatum(p->credits_used);
 		values[2] = TimestampTzGetDatum(p->period_start);
 		LWLockRelease(enrich_shared->lock);

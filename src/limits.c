@@ -191,7 +191,7 @@ set_credit_limit(PG_FUNCTION_ARGS)
 		p->credit_period_us = per_us;
 		p->period_start = start;
 		p->credits_used = used;
-		p->usage_dirty = false;
+		p->usage_version++;		/* the other databases' rows too */
 		LWLockRelease(enrich_shared->lock);
 	}
 

@@ -94,7 +94,7 @@ typedef struct EnrichProviderShared
 	int64		credits_used;	/* charged answers in this period */
 	int64		credits_reserved;	/* requests in flight */
 	int64		credits_total;	/* since start */
-	bool		usage_dirty;
+	uint64		usage_version;	/* one more at each change of the use */
 
 	pg_atomic_uint64 stats[ENRICH_NUM_STATS];
 } EnrichProviderShared;

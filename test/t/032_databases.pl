@@ -114,7 +114,39 @@ for my $db (qw(postgres crm2))
 		'40/40', "$db: every item done");
 }
 
-# 7. max_concurrency 6 for all workers together, at 100 ms a request.
+# 7. One budget for the cluster: two databases spending at once under a
+# limit of 30 buy 30 together, and both see the same use.
+emu_control({ reset => JSON::PP::true, latency_ms => 20 });
+$node->safe_psql('crm2', q{SELECT enrich.set_credit_limit('leadlex', 30)});
+for my $db (qw(postgres crm2))
+{
+	$node->safe_psql($db,
+		"SELECT count(enrich.enqueue_company(format('budget-$db-%s.com', g))) FROM generate_series(1, 40) g");
+}
+for my $db (qw(postgres crm2))
+{
+	ok($node->poll_query_until($db,
+			q{SELECT count(*) FROM enrich.queue WHERE key LIKE 'budget-%' AND status IN ('queued', 'in_flight')}, '0'),
+		"budget: the $db queue settles");
+}
+ok(poll_until($node, q{SELECT used FROM enrich.credits WHERE provider = 'leadlex'}, '30', 60),
+	'budget: 30 used');
+is(emu_ledger()->{charged}{leadlex}{wbk_test_key}, 30, 'budget: the provider charged 30 for both databases together');
+is($node->safe_psql('crm2', q{SELECT used FROM enrich.credits WHERE provider = 'leadlex'}), '30',
+	'budget: the other database sees the same use');
+ok(poll_until($node, q{SELECT used FROM enrich.credit_limits WHERE provider = 'leadlex'}, '30', 30),
+	'budget: each database\'s worker writes the cluster\'s use into its enrich.credit_limits');
+my $done = 0;
+$done += $node->safe_psql($_, q{SELECT count(*) FROM enrich.queue WHERE key LIKE 'budget-%' AND status = 'done'})
+  for qw(postgres crm2);
+is($done, 30, 'budget: 30 items done across the two databases, the rest wait');
+$node->safe_psql('crm2', q{SELECT enrich.set_credit_limit('leadlex', NULL)});
+for my $db (qw(postgres crm2))
+{
+	is($node->safe_psql($db, q{SELECT enrich.wait('60 s')}), 't', "budget: $db drains once the limit is lifted");
+}
+
+# 8. max_concurrency 6 for all workers together, at 100 ms a request.
 set_conf($node, 'enrich.max_concurrency' => 6);
 emu_control({ reset => JSON::PP::true, latency_ms => 100 });
 for my $db (qw(postgres crm2))
@@ -131,7 +163,7 @@ note "peak concurrency of two databases' workers under max_concurrency 6: $peak"
 cmp_ok($peak, '<=', 6, 'two databases together never above max_concurrency');
 cmp_ok($peak, '>=', 5, 'and near it');
 
-# 8. Fairness: 10 items in one database finish while another drains 20,000.
+# 9. Fairness: 10 items in one database finish while another drains 20,000.
 emu_control({ latency_ms => 50 });
 $node->safe_psql('postgres',
 	"SELECT count(enrich.enqueue_company(format('big-%s.com', g))) FROM generate_series(1, 20000) g");
