@@ -9,7 +9,7 @@
 # that does not finish, a wrong count, a cache hit that calls the provider).
 #
 #   bash test/bench/run.sh                 everything (about 5 minutes)
-#   bash test/bench/run.sh sync worker     a subset: emu sync syncmiss worker batch auto rate retention
+#   bash test/bench/run.sh sync worker     a subset: emu sync syncmiss worker batch auto rate retention databases
 #
 # Environment: BENCH_SECONDS (pgbench run length, default 10), BENCH_KEEP=1
 # (keep the scratch directory), BENCH_RATE_PATHS (the rate section's paths,
@@ -23,7 +23,7 @@ set -uo pipefail
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention"
+ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -102,7 +102,7 @@ set_conc() {
   q "ALTER SYSTEM SET enrich.max_concurrency = $1" && q "SELECT pg_reload_conf()" >/dev/null
   sleep 0.5
 }
-worker_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker'"; }
+worker_pid() { q "SELECT pid FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND datname = 'postgres'"; }
 # Terminates the worker and waits for the postmaster to start a fresh one.
 restart_worker() {
   local old new i
@@ -637,6 +637,48 @@ bench_rate() {
   done
 }
 
+# ---------------------------------------------------------------- databases
+# 10,000 items split over four databases (a worker each, started by the
+# launcher) at 50 ms and max_concurrency 64, against the limit 64 / 50 ms
+# and against the same 10,000 items in one database, measured just before.
+bench_databases() {
+  local d i t0 t1 secs rate one peak
+  say
+  say "== 12. four databases: 10,000 items split over four workers at 50 ms, max_concurrency 64 (limit 1,280/s)"
+  set_conc 64; set_latency 50; ledger_reset
+  drain onedb 10000
+  one=$DR_RATE
+  say "  one database: $one items/s"
+  for d in 1 2 3 4; do
+    q "SELECT 1 FROM pg_database WHERE datname = 'bench_db$d'" | grep -q 1 || q "CREATE DATABASE bench_db$d" >/dev/null
+    "${PSQL[@]}" -d "bench_db$d" -c "CREATE EXTENSION IF NOT EXISTS enrich" >/dev/null || { fail "CREATE EXTENSION in bench_db$d"; return; }
+  done
+  for i in $(seq 1 100); do
+    [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND datname LIKE 'bench_db%'")" = 4 ] && break
+    sleep 0.1
+  done
+  ledger_reset
+  cpu_begin
+  t0=$(date +%s.%N)
+  for d in 1 2 3 4; do
+    "${PSQL[@]}" -d "bench_db$d" -c "SELECT count(enrich.enqueue_company(format('dbs$d-%s.com', g))) FROM generate_series(1, 2500) g" >/dev/null ||
+      fail "enqueue in bench_db$d"
+  done
+  for d in 1 2 3 4; do
+    [ "$("${PSQL[@]}" -d "bench_db$d" -c "SELECT enrich.wait('5 min')")" = t ] || fail "bench_db$d did not drain"
+  done
+  t1=$(date +%s.%N)
+  cpu_end
+  for d in 1 2 3 4; do
+    [ "$("${PSQL[@]}" -d "bench_db$d" -c "SELECT count(*) FROM enrich.queue WHERE status = 'done'")" = 2500 ] || fail "bench_db$d: not every item done"
+  done
+  secs=$(calc "$t1 - $t0" %.3f)
+  rate=$(calc "10000 / $secs")
+  peak=$(ledger_get peak_concurrency.leadlex)
+  say "  four databases: $rate items/s ($secs s), $(calc "$rate / 1280" %.2f) of the limit, $(calc "$rate / $one" %.2f) of one database; emulator peak concurrency $peak"
+  row "four databases, 10,000 items at 50 ms, max_concurrency 64" "$rate items/s" "1,280/s limit; one database $one/s" "$(calc "$rate / 1280" %.2f)" "≥ 0.9" "$(calc "$rate / $one" %.2f) of one database; peak concurrency $peak; $CPU_NOTE"
+}
+
 # ---------------------------------------------------------------- retention
 # RETENTION_ITEMS items through the queue in ten chunks, with
 # enrich.queue_retention off (-1) and then at RETENTION_SECS: the queue's
@@ -685,6 +727,7 @@ want batch && bench_batch
 want auto && bench_auto
 want rate && bench_rate
 want retention && bench_retention
+want databases && bench_databases
 
 # ---------------------------------------------------------------- report
 TABLE=$(

@@ -124,8 +124,8 @@ $node->stop;
 $node->start;
 ($rc, $out, $err) = paste('crm', $in_crm);
 is($rc, 0, 'DBAs: CREATE EXTENSION and the grants in crm') or diag $err;
-ok(poll_until($node, q{SELECT datname = 'crm' FROM pg_stat_activity WHERE backend_type = 'enrich worker'}, 't', 30),
-	'DBAs: the worker serves crm after the restart');
+ok(poll_until($node, q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND datname = 'crm'}, 't', 30),
+	'DBAs: a worker serves crm once its CREATE EXTENSION commits');
 $i = 1;
 for my $sql (@dba[1 .. $#dba])
 {
