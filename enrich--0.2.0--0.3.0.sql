@@ -24,7 +24,7 @@ CREATE FUNCTION enrich.provider_stats(
     AS 'MODULE_PATHNAME', 'provider_stats'
     LANGUAGE C VOLATILE;
 CREATE VIEW enrich.stats AS SELECT * FROM enrich.provider_stats();
-COMMENT ON VIEW enrich.stats IS 'per provider counters since stats_reset, kept across clean restarts; learned_rate: requests per second while pacing after 429s; refreshes_unchanged: re-fetches the provider said changed no field';
+COMMENT ON VIEW enrich.stats IS 'per provider counters of the whole cluster (every database shows the same) since stats_reset, kept across restarts; learned_rate: requests per second while pacing after 429s; refreshes_unchanged: re-fetches the provider said changed no field';
 GRANT SELECT ON enrich.stats TO PUBLIC;
 
 CREATE FUNCTION enrich.stats_reset() RETURNS void

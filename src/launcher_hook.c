@@ -17,6 +17,10 @@
  *	- DROP DATABASE: its worker leaves first (it would otherwise hold the
  *	  database open and the DROP would fail), and is not started again;
  *	  if the DROP fails, the database wants its worker back.
+ *	- The other commands PostgreSQL refuses while anyone is connected to
+ *	  a database: CREATE DATABASE with it as TEMPLATE, ALTER DATABASE
+ *	  RENAME and SET TABLESPACE.  Its worker leaves for the command and
+ *	  comes back after it, whether it succeeded or not.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +28,7 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
@@ -78,13 +83,51 @@ run_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 								queryEnv, dest, qc);
 }
 
-/* DROP DATABASE: the worker there leaves first; back if the DROP fails. */
-static void
-drop_database(DropdbStmt *stmt, PlannedStmt *pstmt, const char *queryString,
-			  bool readOnlyTree, ProcessUtilityContext context, ParamListInfo params,
-			  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+/*
+ * The database a command needs to itself (no one else connected), or
+ * NULL: DROP DATABASE (*gone set), CREATE DATABASE ... TEMPLATE, ALTER
+ * DATABASE ... RENAME and ALTER DATABASE ... SET TABLESPACE.
+ */
+static const char *
+database_needed_alone(Node *stmt, bool *gone)
 {
-	Oid			db = get_database_oid(stmt->dbname, true);
+	ListCell   *lc;
+
+	*gone = false;
+	if (IsA(stmt, DropdbStmt))
+	{
+		*gone = true;
+		return ((DropdbStmt *) stmt)->dbname;
+	}
+	if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+		return ((RenameStmt *) stmt)->subname;
+	if (IsA(stmt, CreatedbStmt))
+		foreach(lc, ((CreatedbStmt *) stmt)->options)
+		{
+			DefElem    *d = lfirst_node(DefElem, lc);
+
+			if (strcmp(d->defname, "template") == 0 && d->arg != NULL)
+				return defGetString(d);
+		}
+	if (IsA(stmt, AlterDatabaseStmt))
+		foreach(lc, ((AlterDatabaseStmt *) stmt)->options)
+		{
+			if (strcmp(lfirst_node(DefElem, lc)->defname, "tablespace") == 0)
+				return ((AlterDatabaseStmt *) stmt)->dbname;
+		}
+	return NULL;
+}
+
+/*
+ * Runs a command that needs database `name` to itself: its worker leaves
+ * first, and comes back afterwards unless the database was dropped.
+ */
+static void
+run_alone(const char *name, bool gone, PlannedStmt *pstmt, const char *queryString,
+		  bool readOnlyTree, ProcessUtilityContext context, ParamListInfo params,
+		  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Oid			db = get_database_oid(name, true);
 
 	if (!OidIsValid(db))
 	{
@@ -93,7 +136,7 @@ drop_database(DropdbStmt *stmt, PlannedStmt *pstmt, const char *queryString,
 	}
 	if (!enrich_dbw_leave(db, LEAVE_TIMEOUT_MS))
 		ereport(WARNING,
-				(errmsg("the enrich worker of database \"%s\" did not leave in time", stmt->dbname)));
+				(errmsg("the enrich worker of database \"%s\" did not leave in time", name)));
 	PG_TRY();
 	{
 		run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
@@ -104,7 +147,7 @@ drop_database(DropdbStmt *stmt, PlannedStmt *pstmt, const char *queryString,
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	enrich_dbw_left(db, true);
+	enrich_dbw_left(db, gone);
 }
 
 static void
@@ -113,14 +156,14 @@ enrich_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTr
 					QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *stmt = pstmt->utilityStmt;
+	bool		gone;
+	const char *alone = database_needed_alone(stmt, &gone);
 
-	if (IsA(stmt, DropdbStmt))
-	{
-		drop_database((DropdbStmt *) stmt, pstmt, queryString, readOnlyTree, context,
-					  params, queryEnv, dest, qc);
-		return;
-	}
-	run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	if (alone != NULL)
+		run_alone(alone, gone, pstmt, queryString, readOnlyTree, context, params,
+				  queryEnv, dest, qc);
+	else
+		run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	if (names_enrich(stmt))
 	{
 		if (!callback_registered)

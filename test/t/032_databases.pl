@@ -91,6 +91,19 @@ ok(poll_until($node,
 	'a terminated worker is started again');
 is(worker_pid($node, 'postgres'), $pg_pid, 'the other database\'s worker is the same');
 
+# A served database as a TEMPLATE (PostgreSQL wants no one connected to
+# it): its worker steps away for the copy and comes back; the copy, which
+# has the extension, is served too.
+($rc, $out, $err) = $node->psql('postgres', 'CREATE DATABASE crm2_copy TEMPLATE crm2');
+is($rc, 0, 'CREATE DATABASE ... TEMPLATE a served database succeeds') or diag $err;
+ok(poll_until($node, served_query('crm2,crm2_copy,postgres'), 't', 30), 'the copy is served, and the template again');
+($rc, $out, $err) = $node->psql('postgres', 'ALTER DATABASE crm2_copy RENAME TO crm2_renamed');
+is($rc, 0, 'ALTER DATABASE ... RENAME of a served database succeeds') or diag $err;
+ok(poll_until($node, served_query('crm2,crm2_renamed,postgres'), 't', 30), 'and it is served under its new name');
+($rc, $out, $err) = $node->psql('postgres', 'DROP DATABASE crm2_renamed');
+is($rc, 0, 'and dropped') or diag $err;
+ok(poll_until($node, served_query('crm2,postgres'), 't', 30), 'leaving the two databases');
+
 # 6. kill -9 of a worker: the postmaster restarts the cluster (any process
 # attached to shared memory that dies so does that), and both come back
 # with their queues whole.
