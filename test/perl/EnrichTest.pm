@@ -89,6 +89,14 @@ CONF
 	$node->append_conf('postgresql.conf', $conf);
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
+	# the launcher starts the worker once CREATE EXTENSION has committed
+	if (($opts{extra_conf} // '') !~ /shared_preload_libraries\s*=\s*''/)
+	{
+		poll_until($node,
+			q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND datname = 'postgres'},
+			't', 60)
+		  or die "enrich_node: no worker for database postgres";
+	}
 	return $node;
 }
 

@@ -15,11 +15,14 @@ use Test::More;
 use EnrichTest;
 
 start_emulator();
-my $node = enrich_node('dump');
+# Background worker slots for the logical replication launcher, enrich's
+# launcher and the worker of postgres, and no more: the databases src and
+# dst get no worker (the launcher says so in the log), so nothing moves in
+# src while it is dumped, and dst is served by synchronous calls only.
+my $node = enrich_node('dump', extra_conf => "max_worker_processes = 3\n");
 emu_control({ reset => JSON::PP::true });
 
-# The source database: the worker does not serve it, so nothing moves in
-# it while it is dumped.
+my $log_at = -s $node->logfile;
 $node->safe_psql('postgres', 'CREATE DATABASE src');
 $node->safe_psql('src', q{
 CREATE EXTENSION enrich;
@@ -50,6 +53,9 @@ INSERT INTO enrich.queue (kind, key, status, attempts) VALUES
   ('company', 'co-3.com', 'done', 1);
 SELECT setval('enrich.queue_id_seq', 5000);
 });
+ok($node->wait_for_log(qr/enrich launcher could not start a worker for database \d+: no free background worker slot/, $log_at),
+	'without a free slot the launcher says so');
+like(slurp_file($node->logfile, $log_at), qr/HINT:\s+Raise max_worker_processes/, 'naming the setting');
 is($node->safe_psql('src', 'SELECT count(*) FROM enrich.auto_inbox'), '4', 'src: four raw keys wait in the inbox');
 my $bought = emu_ledger()->{requests}{leadlex} + emu_ledger()->{requests}{slintel};
 is($bought, 102, 'src: 101 companies and one lead bought');
@@ -130,6 +136,9 @@ is($node->safe_psql('dst', q{SELECT nextval('enrich.queue_id_seq')}), '5001', 'q
 # 2. The plain dump through psql into the database the worker serves: the
 #    worker is running while the rows load.
 
+# src and dst are done with (and leave no worker to take the slot of
+# postgres's)
+$node->safe_psql('postgres', 'DROP DATABASE src; DROP DATABASE dst;');
 # the budget in shared memory differs from the dumped one until the restore
 $node->safe_psql('postgres', q{SELECT enrich.set_credit_limit('leadlex', NULL)});
 # an empty database to restore into (the dump creates the schema too)
