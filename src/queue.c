@@ -44,16 +44,21 @@ static SPIPlanPtr retention_plan = NULL;
 /*
  * The worker's claim: due queued items of one kind, oldest due first, each
  * with its cache row unless it is a refresh.  SKIP LOCKED keeps a session
- * that is enqueueing or cancelling from blocking the worker.
+ * that is enqueueing or cancelling from blocking the worker.  The items
+ * are picked in a MATERIALIZED CTE, run once: as "id IN (subquery)" a plan
+ * may rescan the subquery, and each rescan with SKIP LOCKED finds other
+ * rows, so that more than LIMIT items were claimed (seen after the
+ * queue's statistics said it was empty).
  */
 static const char *const claim_sql[ENRICH_NUM_KINDS] = {
-	"WITH claimed AS ("
-	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
-	"  updated_at = pg_catalog.now()"
-	" WHERE q.id IN (SELECT id FROM enrich.queue"
+	"WITH picked AS MATERIALIZED (SELECT id FROM enrich.queue"
 	"  WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) 'company'"
 	"    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED),"
+	" claimed AS ("
+	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
+	"  updated_at = pg_catalog.now()"
+	" FROM picked p WHERE q.id OPERATOR(pg_catalog.=) p.id"
 	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
 	"  c.domain IS NOT NULL, c.matched, c.fetched_at, c.result,"
@@ -62,13 +67,14 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	"  ON c.domain OPERATOR(pg_catalog.=) cl.key"
 	"  AND (NOT cl.refresh OR c.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
 	" ORDER BY cl.id",
-	"WITH claimed AS ("
-	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
-	"  updated_at = pg_catalog.now()"
-	" WHERE q.id IN (SELECT id FROM enrich.queue"
+	"WITH picked AS MATERIALIZED (SELECT id FROM enrich.queue"
 	"  WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) 'lead'"
 	"    AND next_attempt_at OPERATOR(pg_catalog.<=) pg_catalog.now()"
-	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	"  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED),"
+	" claimed AS ("
+	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
+	"  updated_at = pg_catalog.now()"
+	" FROM picked p WHERE q.id OPERATOR(pg_catalog.=) p.id"
 	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
 	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result, NULL::text"

@@ -164,6 +164,7 @@ wait_timeout(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TimestampTz due = next_housekeeping;
+	int			share = enrich_dbw_share(enrich_http_concurrency());
 
 	if (enrich_worker.claim_at != 0)
 		due = Min(due, enrich_worker.claim_at);
@@ -171,8 +172,8 @@ wait_timeout(void)
 		due = Min(due, enrich_worker.next_queue_pass);
 	if (enrich_worker.first_done_at != 0)
 		due = Min(due, TimestampTzPlusMilliseconds(enrich_worker.first_done_at, WRITE_DELAY_MS));
-	/* held slots matter only when there is room to start them */
-	for (int i = 0; i < enrich_worker.nslots && enrich_http_active() < enrich_http_concurrency(); i++)
+	/* held slots matter only when there is room to start them (our share) */
+	for (int i = 0; i < enrich_worker.nslots && enrich_http_active() < share; i++)
 	{
 		Slot	   *s = enrich_worker.slots[i];
 

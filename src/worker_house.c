@@ -94,11 +94,13 @@ balance_credits(EnrichKind kind)
 	}
 	/* a credit pause that has run out lets one probe through */
 	values[1] = Int64GetDatum(pause == PAUSE_CREDITS ? 1 : Min(avail, PG_INT64_MAX / 2));
-	if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'queued', next_attempt_at = pg_catalog.now(), "
-							  "updated_at = pg_catalog.now() "
-							  "WHERE id IN (SELECT id FROM enrich.queue "
+	/* picked once, as the claim does (queue.c): a rescan would pick more */
+	if (SPI_execute_with_args("WITH picked AS MATERIALIZED (SELECT id FROM enrich.queue "
 							  "  WHERE status OPERATOR(pg_catalog.=) 'waiting_credits' AND kind OPERATOR(pg_catalog.=) $1 "
-							  "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+							  "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) "
+							  "UPDATE enrich.queue q SET status = 'queued', next_attempt_at = pg_catalog.now(), "
+							  "updated_at = pg_catalog.now() "
+							  "FROM picked p WHERE q.id OPERATOR(pg_catalog.=) p.id",
 							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not resume queue items");
 	if (SPI_processed > 0)
