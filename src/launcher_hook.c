@@ -26,7 +26,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -39,25 +38,6 @@
 #define LEAVE_TIMEOUT_MS 10000
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
-static bool want_at_commit = false;
-static bool callback_registered = false;
-
-/* At commit: this database wants its worker. */
-static void
-launcher_xact_callback(XactEvent event, void *arg)
-{
-	if (!want_at_commit)
-		return;
-	if (event == XACT_EVENT_COMMIT)
-	{
-		want_at_commit = false;
-		enrich_dbw_want(MyDatabaseId);
-		enrich_wake_worker();
-	}
-	else if (event == XACT_EVENT_ABORT)
-		want_at_commit = false;
-}
-
 /* Whether a CREATE or ALTER EXTENSION names enrich. */
 static bool
 names_enrich(Node *stmt)
@@ -165,14 +145,7 @@ enrich_utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTr
 	else
 		run_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
 	if (names_enrich(stmt))
-	{
-		if (!callback_registered)
-		{
-			RegisterXactCallback(launcher_xact_callback, NULL);
-			callback_registered = true;
-		}
-		want_at_commit = true;
-	}
+		enrich_queue_wake_at_commit();	/* the worker is wanted at commit */
 	else if (IsA(stmt, CreatedbStmt))
 		enrich_dbw_wake_launcher();
 }

@@ -86,21 +86,29 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 static bool wake_at_commit = false;
 static bool xact_callback_registered = false;
 
-/* Sets the worker's latch once the enqueueing transaction has committed. */
+/*
+ * Once the transaction has committed: sets the latch of this database's
+ * worker, or, when none runs, asks the launcher for one (it starts it now
+ * that what was queued, or the extension itself, is committed).
+ */
 static void
 queue_xact_callback(XactEvent event, void *arg)
 {
 	if (!wake_at_commit)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	{
+		if (!enrich_dbw_served(MyDatabaseId))
+			enrich_dbw_want(MyDatabaseId);
 		enrich_wake_worker();
+	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 		wake_at_commit = false;
 }
 
-/* Asks for the worker to be woken when this transaction commits. */
+/* Asks for this database's worker (woken, or started) at commit. */
 void
 enrich_queue_wake_at_commit(void)
 {
@@ -113,10 +121,9 @@ enrich_queue_wake_at_commit(void)
 }
 
 /*
- * Makes sure a worker will serve this database: when none runs, asks the
- * launcher for one (it starts it once the extension is there, committed).
- * Raises 55000 when no launcher runs either: queued work would otherwise
- * wait for ever.
+ * Raises 55000 unless a worker serves this database or the launcher runs
+ * to start one (the queueing transaction asks it at commit): queued work
+ * would otherwise wait for ever.
  */
 void
 enrich_require_worker(void)
@@ -135,7 +142,6 @@ enrich_require_worker(void)
 				 errmsg("the enrich background worker is not running for this database"),
 				 errdetail("The enrich launcher, which starts a worker in every database with the extension, is not running."),
 				 errhint("Check the server log for why it stopped, and max_worker_processes.")));
-	enrich_dbw_want(MyDatabaseId);
 }
 
 /*
