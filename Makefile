@@ -36,6 +36,7 @@ OBJS = \
 	src/rate.o \
 	src/limits.o \
 	src/queue.o \
+	src/ledger.o \
 	src/worker.o \
 	src/launcher.o \
 	src/launcher_hook.o \

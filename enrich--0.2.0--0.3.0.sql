@@ -101,3 +101,42 @@ CREATE FUNCTION enrich.enrich_company_by_id(company_id text) RETURNS jsonb
     LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION enrich.enrich_company_by_id(text) IS 'LeadLex company data by the id of an earlier answer (cached under its domain; spends a credit on a miss)';
 REVOKE EXECUTE ON FUNCTION enrich.enrich_company_by_id(text) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- The ledger: one row per credit a provider charged, written in the
+-- transaction that writes the answer into the cache (and, like the
+-- answer, taken back from the spool when that transaction did not
+-- commit).  charge is the Idempotency-Key of the LeadLex request (one key
+-- is charged once) or an id made for the Slintel answer: a charge taken
+-- in twice is recorded once.  Budgets count it again after a restart or
+-- a crash; the worker deletes rows older than enrich.ledger_retention.
+------------------------------------------------------------------------
+CREATE TABLE enrich.ledger (
+    charge      uuid PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    provider    text NOT NULL CHECK (provider IN ('leadlex', 'slintel')),
+    key         text NOT NULL,
+    role        regrole,
+    path        text NOT NULL CHECK (path IN ('sync', 'batch', 'worker')),
+    database    text NOT NULL DEFAULT pg_catalog.current_database(),
+    request_id  text
+);
+COMMENT ON TABLE enrich.ledger IS 'one row per credit charged: when, by which provider, for which normalised key, on whose behalf, by which path, in which database, and the provider''s request id';
+-- Charges come in time order: a block range index serves the period sums
+-- and the retention at a few pages for millions of rows.
+CREATE INDEX ledger_at_idx ON enrich.ledger USING brin (at);
+REVOKE ALL ON TABLE enrich.ledger FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('enrich.ledger', '');
+
+CREATE VIEW enrich.spend AS
+    SELECT (at::date) AS day, provider, role, pg_catalog.count(*) AS credits
+      FROM enrich.ledger
+     GROUP BY 1, 2, 3;
+COMMENT ON VIEW enrich.spend IS 'credits charged by day (in the session''s time zone), provider and role, from enrich.ledger';
+REVOKE ALL ON enrich.spend FROM PUBLIC;
+
+-- Who a queue item is for: the role that queued it, the role that
+-- configured auto_enrich, or the caller of refresh.  Its charge is that
+-- role's.  Items queued before version 0.3.0 have none.
+ALTER TABLE enrich.queue ADD COLUMN requested_by regrole;
+COMMENT ON COLUMN enrich.queue.requested_by IS 'the role on whose behalf the item was queued (its charge is recorded for it)';

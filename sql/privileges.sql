@@ -47,12 +47,26 @@ SET ROLE enrich_analyst;
 SELECT enrich_company('acme.com')->>'name' AS name;
 SELECT enrich_company('acme.com')->>'name' AS cached_name;
 SELECT enrich_lead('linkedin.com/in/deepak-anchala-0043707')->>'name' AS lead;
+SELECT enrich_company('ledger-analyst.com') IS NOT NULL AS paid;
 SELECT * FROM enrich.companies;
 UPDATE enrich.companies SET result = '{}';
 RESET ROLE;
 SELECT count(*) AS rows_written_for_analyst FROM enrich.companies WHERE domain = 'acme.com';
 \set ledger `"$EMU_CTL" ledger`
 SELECT ledger(:'ledger', 'charged', 'leadlex', 'wbk_test_key') AS charged;
+-- each of those charges is in enrich.ledger once, as the analyst's
+SELECT provider, key, role, path, database = current_database() AS here,
+       (request_id IS NOT NULL) = (provider = 'leadlex') AS request_id_when_sent
+  FROM enrich.ledger WHERE role = 'enrich_analyst'::regrole ORDER BY provider, key;
+SELECT provider, role, credits FROM enrich.spend
+ WHERE day = current_date AND role = 'enrich_analyst'::regrole ORDER BY provider;
+-- which ordinary roles can neither read nor write
+SET ROLE enrich_analyst;
+SELECT count(*) FROM enrich.ledger;
+SELECT * FROM enrich.spend;
+INSERT INTO enrich.ledger (charge, at, provider, key, path) VALUES (gen_random_uuid(), now(), 'leadlex', 'x.com', 'sync');
+DELETE FROM enrich.ledger;
+RESET ROLE;
 
 -- a rejected key never shows in the error (as superuser, even with detail)
 SET enrich.leadlex_api_key = 'wbk_secret_NOT_VALID_123';

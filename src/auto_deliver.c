@@ -441,7 +441,10 @@ take_row(SPITupleTable *tt, uint64 i, HTAB *rawkeys, EnrichDeliveries *deliverie
 	st = enrich_cache_lookup(kind, key, &cached);
 	if (st == CACHE_MISS)
 	{
-		(void) enrich_queue_add(kind, key);
+		/* its charge is the configuring role's */
+		Datum		run_as = SPI_getbinval(tt->vals[i], tt->tupdesc, 5, &isnull);
+
+		(void) enrich_queue_add(kind, key, isnull ? InvalidOid : DatumGetObjectId(run_as));
 		return;
 	}
 	enrich_stat_add(kind, STAT_CACHE_HITS, 1);
@@ -482,6 +485,9 @@ enrich_auto_take_inbox(void)
 						   "                    AND g.tgfoid OPERATOR(pg_catalog.=) 'enrich.auto_enrich_trigger()'::pg_catalog.regprocedure::pg_catalog.oid)"
 						   "   LIMIT $1)) "
 						   "RETURNING target, kind, raw_key, EXISTS (SELECT 1 FROM enrich.auto_targets t"
+						   "  WHERE t.target::oid OPERATOR(pg_catalog.=) i.target::oid"
+						   "    AND t.kind OPERATOR(pg_catalog.=) i.kind), "
+						   "(SELECT t.run_as::pg_catalog.oid FROM enrich.auto_targets t"
 						   "  WHERE t.target::oid OPERATOR(pg_catalog.=) i.target::oid"
 						   "    AND t.kind OPERATOR(pg_catalog.=) i.kind)", 1, qtypes, qvalues, NULL);
 	tt = SPI_tuptable;

@@ -59,6 +59,7 @@ extern int	enrich_max_attempts;
 extern int	enrich_max_response_size;	/* kilobytes */
 extern bool enrich_keep_alive;
 extern int	enrich_queue_retention;	/* seconds, -1: keep every finished row */
+extern int	enrich_ledger_retention;	/* seconds, -1: keep every ledger row */
 
 /* enrich.leadlex_overwrite: when LeadLex is asked to replace stored fields */
 typedef enum EnrichOverwrite

@@ -139,6 +139,7 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 		{
 			ks->job = *njobs;
 			enrich_job_init(&jobs[*njobs], kind, ks->key);
+			jobs[*njobs].path = 'b';
 			jobs[*njobs].refetch = had_row;
 			enrich_job_daily_key(&jobs[*njobs]);
 			(*njobs)++;

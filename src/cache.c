@@ -423,6 +423,8 @@ enrich_cache_store_many(EnrichKind kind, int n, char **keys,
 		rc = SPI_execute_plan(plan, args, NULL, false, 0);
 		if (rc != SPI_OK_INSERT)
 			elog(ERROR, "cache store failed: %s", SPI_result_code_string(rc));
+		/* their charges go with them */
+		enrich_ledger_record(kind, n, keys, outs, fetched_at);
 		SPI_finish();
 	}
 	PG_FINALLY();

@@ -12,10 +12,20 @@
  * process ends.
  *
  * The limits (enrich.credit_limits, and enrich.rate_limits for rate.c)
- * are loaded from their tables into shared memory on first use; the
- * credits used in the current period are written back by the worker.
- * Without shared memory no budget can be kept across sessions, so a set
- * limit refuses spending (55000).
+ * are loaded from their tables into shared memory on first use.  Without
+ * shared memory no budget can be kept across sessions, so a set limit
+ * refuses spending (55000).
+ *
+ * The credits used in the current period survive restarts and crashes:
+ * every charge is a row of its database's enrich.ledger (ledger.c), as
+ * durable as the answer.  After a start, a period's use is what this
+ * server life charged plus what earlier lives did: the most of the use the
+ * workers last saved in enrich.credit_limits and the ledgers' rows of the
+ * period from before the start.  Each database's ledger is counted once,
+ * by its first process that touches a budget (its worker, as it starts);
+ * a charge an earlier life left in the spool is added as it is taken in.
+ * So a budget never buys more than its limit, whatever restarts: at worst
+ * a charge in the middle of being taken in at a crash counts twice.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,10 +38,15 @@
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
+#include "utils/lsyscache.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "state.h"
+
+static void limits_read(void);
+static void ledger_count_mine(void);
 
 /* Moves the credit period forward if it has ended.  Caller holds the lock. */
 static void
@@ -45,6 +60,8 @@ roll_period(EnrichProviderShared *p, TimestampTz now)
 
 		p->period_start += n * p->credit_period_us;
 		p->credits_used = 0;
+		p->used_saved = 0;
+		p->used_ledgers = 0;
 		p->usage_version++;
 	}
 }
@@ -155,12 +172,20 @@ enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance
 void
 enrich_limits_load(void)
 {
+	if (enrich_shared == NULL || !IsTransactionState() ||
+		!OidIsValid(get_namespace_oid("enrich", true)))
+		return;
+	if (!enrich_shared->limits_loaded)
+		limits_read();
+	ledger_count_mine();
+}
+
+/* Reads both providers' limits into shared memory (enrich_limits_load). */
+static void
+limits_read(void)
+{
 	Oid			save_userid;
 	int			save_sec;
-
-	if (enrich_shared == NULL || enrich_shared->limits_loaded ||
-		!IsTransactionState() || !OidIsValid(get_namespace_oid("enrich", true)))
-		return;
 
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -203,12 +228,201 @@ enrich_limits_load(void)
 		p->credit_period_us = n5 ? 0 : DatumGetInt64(cper);
 		p->period_start = n6 ? GetCurrentTimestamp() : DatumGetTimestampTz(start);
 		p->credits_used = n7 ? 0 : DatumGetInt64(used);
+		p->used_saved = p->credits_used;
+		p->used_ledgers = 0;
 	}
 	enrich_shared->limits_loaded = true;
 	enrich_shared->limits_db = MyDatabaseId;
 	LWLockRelease(enrich_shared->lock);
 	SPI_finish();
 	enrich_as_owner_end(save_userid, save_sec);
+}
+
+/*
+ * Adds n charges of earlier server lives, found in a ledger, to a
+ * provider's use: the use of earlier lives is the most of what was saved
+ * and what the ledgers counted so far.  Caller holds the lock.
+ */
+static void
+add_earlier(EnrichProviderShared *p, int64 n)
+{
+	int64		before = Max(p->used_saved, p->used_ledgers);
+
+	p->used_ledgers += n;
+	p->credits_used += Max(p->used_saved, p->used_ledgers) - before;
+	p->usage_version++;
+}
+
+/*
+ * n charges of an earlier server life, at the given time, have just been
+ * recorded in this database's ledger (taken in from the spool): they
+ * count in the budget if they fall in the current period.
+ */
+void
+enrich_credit_add_earlier(EnrichKind kind, TimestampTz at, int64 n)
+{
+	EnrichProviderShared *p;
+
+	if (enrich_shared == NULL || at >= PgStartTime)
+		return;
+	enrich_limits_load();
+	p = &enrich_shared->prov[kind];
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	roll_period(p, GetCurrentTimestamp());
+	if (p->credit_limit >= 0 && at >= p->period_start)
+		add_earlier(p, n);
+	LWLockRelease(enrich_shared->lock);
+}
+
+/*
+ * Takes this database's place in the list of counted ledgers.  Returns
+ * true if we are to count it; false if it is counted.  While another
+ * process counts it, waits for that (a budget must not be spent before).
+ */
+static bool
+ledger_claim(void)
+{
+	for (;;)
+	{
+		int			i;
+		pid_t		by = 0;
+
+		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+		for (i = 0; i < enrich_shared->nledgers; i++)
+			if (enrich_shared->ledger_db[i] == MyDatabaseId)
+				break;
+		if (i == enrich_shared->nledgers)
+		{
+			/* a full list counts again (at worst too much, never too little) */
+			if (i < ENRICH_MAX_LEDGERS)
+			{
+				enrich_shared->ledger_db[i] = MyDatabaseId;
+				enrich_shared->nledgers++;
+			}
+			else
+				i = -1;
+		}
+		else if ((by = enrich_shared->ledger_by[i]) != 0 &&
+				 BackendPidGetProc(by) == NULL)
+			by = 0;				/* its counter died: ours now */
+		else if (by == 0)
+		{
+			LWLockRelease(enrich_shared->lock);
+			return false;
+		}
+		if (by == 0 && i >= 0)
+			enrich_shared->ledger_by[i] = MyProcPid;
+		LWLockRelease(enrich_shared->lock);
+		if (by == 0)
+			return true;
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(10000L);
+	}
+}
+
+/* Marks this database's ledger counted (or, with done false, not). */
+static void
+ledger_claimed(bool done)
+{
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < enrich_shared->nledgers; i++)
+		if (enrich_shared->ledger_db[i] == MyDatabaseId &&
+			enrich_shared->ledger_by[i] == MyProcPid)
+		{
+			if (done)
+				enrich_shared->ledger_by[i] = 0;
+			else
+			{
+				/* forget it: the next process counts it */
+				enrich_shared->nledgers--;
+				enrich_shared->ledger_db[i] = enrich_shared->ledger_db[enrich_shared->nledgers];
+				enrich_shared->ledger_by[i] = enrich_shared->ledger_by[enrich_shared->nledgers];
+			}
+		}
+	LWLockRelease(enrich_shared->lock);
+}
+
+/*
+ * Counts, once per server start, the charges of this database's ledger in
+ * the current period that were made before the start (the server's own
+ * are counted as they are settled), and adds them to the budgets.  Needs a
+ * transaction; nothing to count without the ledger (SQL before 0.3.0).
+ */
+static void
+ledger_count_mine(void)
+{
+	static bool counted = false;
+	Oid			save_userid;
+	int			save_sec;
+	TimestampTz start[ENRICH_NUM_KINDS];
+	int64		n[ENRICH_NUM_KINDS] = {0};
+	Oid			nsp;
+
+	if (counted)
+		return;
+	nsp = get_namespace_oid("enrich", true);
+	if (!OidIsValid(get_relname_relid("ledger", nsp)))
+		return;					/* counted once the ledger is there */
+	if (!ledger_claim())
+	{
+		counted = true;
+		return;
+	}
+	PG_TRY();
+	{
+		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		{
+			EnrichProviderShared *p = &enrich_shared->prov[k];
+
+			roll_period(p, GetCurrentTimestamp());
+			start[k] = p->credit_limit >= 0 ? p->period_start : DT_NOEND;
+		}
+		LWLockRelease(enrich_shared->lock);
+
+		enrich_as_owner_begin(&save_userid, &save_sec);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+		{
+			Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+			Datum		values[3];
+			bool		isnull;
+
+			if (start[k] >= PgStartTime)
+				continue;
+			values[0] = CStringGetTextDatum(enrich_provider_key(k));
+			values[1] = TimestampTzGetDatum(start[k]);
+			values[2] = TimestampTzGetDatum(PgStartTime);
+			if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM enrich.ledger "
+									  "WHERE provider OPERATOR(pg_catalog.=) $1 "
+									  "  AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3",
+									  3, types, values, NULL, true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "could not count enrich.ledger");
+			n[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		SPI_finish();
+		enrich_as_owner_end(save_userid, save_sec);
+	}
+	PG_CATCH();
+	{
+		ledger_claimed(false);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
+	{
+		EnrichProviderShared *p = &enrich_shared->prov[k];
+
+		/* a limit set meanwhile starts a period of its own */
+		if (n[k] > 0 && p->credit_limit >= 0 && p->period_start == start[k])
+			add_earlier(p, n[k]);
+	}
+	LWLockRelease(enrich_shared->lock);
+	ledger_claimed(true);
+	counted = true;
 }
 
 /*

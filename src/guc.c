@@ -43,6 +43,7 @@ int			enrich_max_attempts = 5;
 int			enrich_max_response_size = 8 * 1024;
 bool		enrich_keep_alive = true;
 int			enrich_queue_retention = 7 * 86400;
+int			enrich_ledger_retention = 400 * 86400;
 int			enrich_leadlex_overwrite = OVERWRITE_REFRESH;
 char	   *enrich_leadlex_fields = NULL;
 
@@ -329,6 +330,14 @@ define_request_settings(void)
 							"0 keeps none, -1 keeps every one.",
 							&enrich_queue_retention,
 							7 * 86400, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("enrich.ledger_retention",
+							"How long the worker keeps the rows of enrich.ledger.",
+							"-1 keeps every one; a row of a budget's current period is kept whatever this says.",
+							&enrich_ledger_retention,
+							400 * 86400, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

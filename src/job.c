@@ -45,6 +45,8 @@ enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
 	job->kind = kind;
 	job->key = pstrdup(key);
 	job->xfer.kind = kind;
+	job->role = GetOuterUserId();
+	job->path = 's';
 	enrich_make_uuid(job->idempotency_key);
 }
 

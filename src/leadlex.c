@@ -206,4 +206,5 @@ const EnrichProviderOps enrich_leadlex_ops = {
 	.no_match_status = 409,
 	.describe = leadlex_describe,
 	.refine = leadlex_refine,
+	.charges_per_key = true,
 };

@@ -191,6 +191,12 @@ set_credit_limit(PG_FUNCTION_ARGS)
 		p->credit_period_us = per_us;
 		p->period_start = start;
 		p->credits_used = used;
+		if (start == now)
+		{
+			/* a new period: nothing of earlier server lives counts in it */
+			p->used_saved = 0;
+			p->used_ledgers = 0;
+		}
 		p->usage_version++;		/* the other databases' rows too */
 		LWLockRelease(enrich_shared->lock);
 	}

@@ -255,8 +255,18 @@ enrich_classify(EnrichJob *job, EnrichOutcome *out, const EnrichProviderOps *ops
 	}
 	if (st == 200)
 	{
-		/* both providers charge every complete 200 */
+		/*
+		 * Both providers charge every complete 200.  One LeadLex
+		 * Idempotency-Key is charged once (its replays are free), so the
+		 * key names the charge; a Slintel answer is a charge of its own.
+		 */
 		out->charged = true;
+		if (ops->charges_per_key)
+			strlcpy(out->charge, job->idempotency_key, sizeof(out->charge));
+		else
+			enrich_make_uuid(out->charge);
+		out->charge_role = job->role;
+		out->charge_path = job->path;
 		ops->parse(job, out);
 		return;
 	}

@@ -70,6 +70,10 @@ typedef struct EnrichOutcome
 	double		confidence;		/* NaN when not sent */
 	int64		credits_remaining;	/* -1 when not sent */
 	bool		charged;		/* the provider charges for this answer */
+	/* what enrich.ledger records of a charged answer (see ledger.c) */
+	char		charge[37];		/* its id: a UUID, "" when not charged */
+	Oid			charge_role;	/* on whose behalf, InvalidOid: unknown */
+	char		charge_path;	/* 's'ync, 'b'atch or 'w'orker */
 	Jsonb	   *fields_updated; /* LeadLex: the fields it changed, or NULL */
 	char	   *fields;			/* LeadLex: the fields asked for, NULL: all */
 } EnrichOutcome;
@@ -96,6 +100,8 @@ typedef struct EnrichJob
 	bool		overwrite;		/* LeadLex: "overwrite": true */
 	char	   *fields;			/* LeadLex: the fields whitelist, NULL: all */
 	int64		queue_id;		/* worker: the enrich.queue row */
+	Oid			role;			/* whose charge its answer is (the session's role) */
+	char		path;			/* 's'ync (the default), 'b'atch or 'w'orker */
 	EnrichTransfer xfer;
 	EnrichOutcome out;
 } EnrichJob;
@@ -110,6 +116,8 @@ typedef struct EnrichProviderOps
 	void		(*describe) (EnrichJob *job, StringInfo buf);
 	/* optional: a provider's own reading of a non-200 answer */
 	void		(*refine) (EnrichJob *job, EnrichOutcome *out);
+	/* the provider charges one Idempotency-Key once (replays are free) */
+	bool		charges_per_key;
 } EnrichProviderOps;
 
 extern void enrich_classify(EnrichJob *job, EnrichOutcome *out, const EnrichProviderOps *ops);

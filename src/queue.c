@@ -59,10 +59,10 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
 	"  updated_at = pg_catalog.now()"
 	" FROM picked p WHERE q.id OPERATOR(pg_catalog.=) p.id"
-	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
+	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at, q.requested_by)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
 	"  c.domain IS NOT NULL, c.matched, c.fetched_at, c.result,"
-	"  pg_catalog.array_to_string(c.fields, ',')"
+	"  pg_catalog.array_to_string(c.fields, ','), cl.requested_by::pg_catalog.oid"
 	" FROM claimed cl LEFT JOIN enrich.companies c"
 	"  ON c.domain OPERATOR(pg_catalog.=) cl.key"
 	"  AND (NOT cl.refresh OR c.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
@@ -75,9 +75,10 @@ static const char *const claim_sql[ENRICH_NUM_KINDS] = {
 	" UPDATE enrich.queue q SET status = 'in_flight', attempts = q.attempts OPERATOR(pg_catalog.+) 1,"
 	"  updated_at = pg_catalog.now()"
 	" FROM picked p WHERE q.id OPERATOR(pg_catalog.=) p.id"
-	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at)"
+	" RETURNING q.id, q.key, q.idempotency_key, q.attempts, q.refresh, q.created_at, q.requested_by)"
 	" SELECT cl.id, cl.key, cl.idempotency_key::text, cl.attempts, cl.refresh,"
-	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result, NULL::text"
+	"  l.linkedin_url IS NOT NULL, l.matched, l.fetched_at, l.result, NULL::text,"
+	"  cl.requested_by::pg_catalog.oid"
 	" FROM claimed cl LEFT JOIN enrich.leads l"
 	"  ON l.linkedin_url OPERATOR(pg_catalog.=) cl.key"
 	"  AND (NOT cl.refresh OR l.fetched_at OPERATOR(pg_catalog.>) cl.created_at)"
@@ -150,16 +151,18 @@ enrich_require_worker(void)
  * Runs as the extension owner; the caller is connected to SPI.
  */
 int64
-enrich_queue_add(EnrichKind kind, const char *key)
+enrich_queue_add(EnrichKind kind, const char *key, Oid role)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		args[2];
+	Oid			types[3] = {TEXTOID, TEXTOID, OIDOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
 	bool		isnull;
 	int			rc;
 
 	(void) enrich_keep_plan(&enqueue_plan,
 							"WITH ins AS ("
-							" INSERT INTO enrich.queue (kind, key) VALUES ($1, $2)"
+							" INSERT INTO enrich.queue (kind, key, requested_by)"
+							" VALUES ($1, $2, $3::pg_catalog.regrole)"
 							" ON CONFLICT (kind, key) WHERE status IN ('queued', 'in_flight', 'waiting_credits')"
 							" DO NOTHING RETURNING id)"
 							" SELECT id FROM ins"
@@ -167,10 +170,12 @@ enrich_queue_add(EnrichKind kind, const char *key)
 							" SELECT id FROM enrich.queue"
 							"  WHERE kind OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2"
 							"    AND status IN ('queued', 'in_flight', 'waiting_credits')"
-							" LIMIT 1", 2, types);
+							" LIMIT 1", 3, types);
 	args[0] = CStringGetTextDatum(enrich_kind_name(kind));
 	args[1] = CStringGetTextDatum(key);
-	rc = SPI_execute_plan(enqueue_plan, args, NULL, false, 1);
+	args[2] = ObjectIdGetDatum(role);
+	nulls[2] = OidIsValid(role) ? ' ' : 'n';
+	rc = SPI_execute_plan(enqueue_plan, args, nulls, false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not queue key: %s", SPI_result_code_string(rc));
 	enrich_queue_wake_at_commit();
@@ -288,6 +293,9 @@ enrich_queue_claim(EnrichKind kind, int limit, EnrichClaimed **items)
 		c->attempts = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 4, &isnull));
 		c->refresh = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 5, &isnull));
 		c->cached = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
+		c->role = DatumGetObjectId(SPI_getbinval(tup, tt->tupdesc, 11, &isnull));
+		if (isnull)
+			c->role = InvalidOid;
 		if (!c->cached)
 			continue;
 		c->matched = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 7, &isnull));
@@ -376,7 +384,7 @@ enqueue_one(EnrichKind kind, text *arg)
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	id = enrich_queue_add(kind, key);
+	id = enrich_queue_add(kind, key, GetOuterUserId());
 	SPI_finish();
 	enrich_as_owner_end(save_userid, save_sec);
 	return id;
@@ -475,9 +483,9 @@ refresh(PG_FUNCTION_ARGS)
 	const char *kname = PG_ARGISNULL(0) ? "all" : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Interval   *iv = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
 	TimestampTz now = GetCurrentTimestamp();
-	Oid			types[6] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID};
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, OIDOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	EnrichKind	kind;
 	Oid			save_userid;
 	int			save_sec;
@@ -509,6 +517,7 @@ refresh(PG_FUNCTION_ARGS)
 	values[4] = Int64GetDatum(enrich_credit_available(ENRICH_LEAD));
 	values[5] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	nulls[5] = PG_ARGISNULL(2) ? 'n' : ' ';
+	values[6] = ObjectIdGetDatum(GetOuterUserId());	/* the charges are the caller's */
 
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -530,11 +539,11 @@ refresh(PG_FUNCTION_ARGS)
 			"  SELECT kind, key FROM ranked"
 			"   WHERE rn <= CASE kind WHEN 'company' THEN $4 ELSE $5 END"
 			"   ORDER BY fetched_at LIMIT $6)"
-			" INSERT INTO enrich.queue (kind, key, refresh)"
-			" SELECT kind, key, true FROM picked"
+			" INSERT INTO enrich.queue (kind, key, refresh, requested_by)"
+			" SELECT kind, key, true, $7::pg_catalog.regrole FROM picked"
 			" ON CONFLICT (kind, key) WHERE status IN ('queued', 'in_flight', 'waiting_credits')"
 			" DO NOTHING",
-			6, types, values, nulls, false, 0) != SPI_OK_INSERT)
+			7, types, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not queue stale answers");
 	n = (int64) SPI_processed;
 	SPI_finish();

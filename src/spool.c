@@ -146,6 +146,9 @@ spool_record(StringInfo buf, FullTransactionId fxid, EnrichKind kind,
 		appendStringInfoString(buf, ", \"request_id\": ");
 		escape_json(buf, out->request_id);
 	}
+	if (out->charge[0])
+		appendStringInfo(buf, ", \"charge\": \"%s\", \"role\": %u, \"path\": \"%c\"",
+						 out->charge, out->charge_role, out->charge_path);
 	if (!isnan(out->confidence))
 		appendStringInfo(buf, ", \"confidence\": %.17g", out->confidence);
 	if (out->fields)

@@ -27,6 +27,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "common/md5.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/procarray.h"
@@ -64,6 +65,39 @@ spool_read_file(const char *path, size_t *len)
 	data[st.st_size] = '\0';
 	*len = st.st_size;
 	return data;
+}
+
+/*
+ * Reads what the ledger records of a spooled answer's charge.  Every
+ * answer is charged (both providers charge every 200).  A record of a
+ * build before the ledger names no charge: its id is then made from the
+ * record itself, so that taking it in twice still records it once.
+ */
+static void
+spool_parse_charge(Jsonb *jb, const char *data, size_t len, EnrichOutcome *out)
+{
+	char	   *s;
+	char		md5[33];
+	const char *errstr;
+
+	if (out->kind != OUTCOME_MATCH)
+		return;
+	out->charged = true;
+	if ((s = enrich_jsonb_get_text(jb, "charge")) != NULL)
+	{
+		strlcpy(out->charge, s, sizeof(out->charge));
+		s = enrich_jsonb_get_text(jb, "role");
+		out->charge_role = s ? (Oid) strtoul(s, NULL, 10) : InvalidOid;
+		s = enrich_jsonb_get_text(jb, "path");
+		out->charge_path = s && s[0] ? s[0] : 's';
+		return;
+	}
+	if (!pg_md5_hash(data, len, md5, &errstr))
+		elog(ERROR, "could not compute an MD5 hash: %s", errstr);
+	snprintf(out->charge, sizeof(out->charge), "%.8s-%.4s-%.4s-%.4s-%.12s",
+			 md5, md5 + 8, md5 + 12, md5 + 16, md5 + 20);
+	out->charge_role = InvalidOid;
+	out->charge_path = 's';
 }
 
 /*
@@ -113,6 +147,7 @@ spool_parse(const char *path, const char *data, size_t len, EnrichSpooled *sp)
 	}
 	else
 		sp->out.kind = OUTCOME_NO_MATCH;
+	spool_parse_charge(jb, data, len, &sp->out);
 	return true;
 }
 

@@ -92,6 +92,9 @@ typedef struct EnrichProviderShared
 	int64		credit_period_us;	/* 0: a total */
 	TimestampTz period_start;
 	int64		credits_used;	/* charged answers in this period */
+	/* of those, charged before this server started (see credits.c) */
+	int64		used_saved;		/* credit_limits.used as saved then */
+	int64		used_ledgers;	/* counted in the ledgers so far */
 	int64		credits_reserved;	/* requests in flight */
 	int64		credits_total;	/* since start */
 	uint64		usage_version;	/* one more at each change of the use */
@@ -125,6 +128,9 @@ typedef struct EnrichDbWorker
 	bool		busy;			/* it has work in hand */
 } EnrichDbWorker;
 
+/* The most databases whose ledgers the budgets count. */
+#define ENRICH_MAX_LEDGERS 128
+
 typedef struct EnrichShared
 {
 	LWLock	   *lock;
@@ -134,6 +140,10 @@ typedef struct EnrichShared
 	void	   *launcher_proc;	/* its PGPROC, or NULL */
 	EnrichDbWorker dbw[ENRICH_MAX_DATABASES];	/* dbworkers.c */
 	TimestampTz stats_reset;	/* when the statistics counters began */
+	/* the databases whose ledger was counted (credits.c) */
+	int			nledgers;
+	Oid			ledger_db[ENRICH_MAX_LEDGERS];
+	pid_t		ledger_by[ENRICH_MAX_LEDGERS];	/* counting now, 0: done */
 	EnrichProviderShared prov[ENRICH_NUM_KINDS];
 } EnrichShared;
 
@@ -187,6 +197,7 @@ extern int64 enrich_credit_available(EnrichKind kind);
 extern void enrich_credit_settle(EnrichKind kind, bool reserved, bool charged,
 								 int64 balance);
 extern void enrich_limits_load(void);
+extern void enrich_credit_add_earlier(EnrichKind kind, TimestampTz at, int64 n);
 extern void enrich_limits_save_usage(void);
 extern void enrich_limits_check_unshared(EnrichKind kind);
 

@@ -2,7 +2,8 @@
  *
  * storage.h
  *	  The storage layer: the cache tables (cache.c), the spool of paid
- *	  answers on disk (spool.c, spool_read.c) and enrich.queue (queue.c).
+ *	  answers on disk (spool.c, spool_read.c), enrich.queue (queue.c) and
+ *	  the ledger of charges (ledger.c).
  *
  * Where answers are kept, and the queue items they are for.  The spool's
  * two files share spool_int.h besides.  Includes providers.h.
@@ -81,6 +82,11 @@ extern bool enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *s
 extern int	enrich_spool_ingest_all(bool worker_files);
 extern void enrich_spool_take_orphans(void);
 
+/* ---- ledger.c ---- */
+extern void enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
+								 TimestampTz at);
+extern int	enrich_ledger_delete_before(TimestampTz before, int limit);
+
 /* ---- queue.c ---- */
 
 /* Changes to queue items, collected and then written in one statement. */
@@ -103,6 +109,7 @@ typedef struct EnrichClaimed
 	int64		id;
 	char	   *key;
 	char	   *idempotency_key;
+	Oid			role;			/* requested_by: whose charge, or InvalidOid */
 	int			attempts;		/* counting this one */
 	bool		refresh;
 	bool		cached;			/* a cache row exists (and refresh is off) */
@@ -113,7 +120,7 @@ typedef struct EnrichClaimed
 } EnrichClaimed;
 
 extern void enrich_queue_wake_at_commit(void);
-extern int64 enrich_queue_add(EnrichKind kind, const char *key);
+extern int64 enrich_queue_add(EnrichKind kind, const char *key, Oid role);
 extern void enrich_require_worker(void);
 extern void enrich_queue_update(EnrichQueueUpdates *u, int64 id, const char *status,
 								const char *error, TimestampTz next, int attempts_delta);

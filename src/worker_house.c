@@ -10,8 +10,8 @@
  * LeadLex retry reuses the item's Idempotency-Key, so it is not charged
  * twice.  Every 10 seconds the queue pass queues again the items in flight
  * that no slot holds (a restored dump brings them back so) and deletes
- * finished items older than enrich.queue_retention, in short transactions
- * of its own.
+ * finished items older than enrich.queue_retention, and ledger rows older
+ * than enrich.ledger_retention, in short transactions of its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -186,6 +186,19 @@ enrich_worker_queue_pass(void)
 				more = true;
 				break;
 			}
+		}
+		/* the ledger's rows older than enrich.ledger_retention, the same way */
+		while (!more && enrich_ledger_retention >= 0)
+		{
+			CHECK_FOR_INTERRUPTS();
+			enrich_worker_tx_begin(false);
+			n = enrich_ledger_delete_before(start - (TimestampTz) enrich_ledger_retention * USECS_PER_SEC,
+											RETENTION_BATCH);
+			enrich_worker_tx_commit();
+			if (n < RETENTION_BATCH)
+				break;
+			if (GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(start, RETENTION_SLICE_MS))
+				more = true;
 		}
 	}
 	PG_CATCH();

@@ -106,6 +106,8 @@ fill_slot(EnrichKind kind, const EnrichClaimed *c)
 	enrich_job_init(&s->job, kind, c->key);
 	strlcpy(s->job.idempotency_key, c->idempotency_key, sizeof(s->job.idempotency_key));
 	s->job.queue_id = c->id;
+	s->job.role = c->role;
+	s->job.path = 'w';
 	s->job.attempts = c->attempts - 1;
 	s->job.honour_pauses = true;
 	s->job.refetch = c->refresh || c->cached;	/* LeadLex then overwrites */

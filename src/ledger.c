@@ -1,0 +1,151 @@
+/*-------------------------------------------------------------------------
+ *
+ * ledger.c
+ *	  enrich.ledger: one row per credit a provider charged, written with the
+ *	  answer, and deleted after enrich.ledger_retention.
+ *
+ * A charge is recorded by the statement that writes its answer into the
+ * cache (cache.c calls enrich_ledger_record), so it commits or rolls back
+ * with that row: when the caller's transaction does not commit, the answer
+ * stays in the spool (spool.c) with what the ledger needs (the charge's
+ * id, role and path), and whoever takes the answer in records the charge.
+ * So the ledger is exactly as durable as the answers.  A charge has an id
+ * (the LeadLex request's Idempotency-Key, one made for a Slintel answer),
+ * the primary key: an answer taken in twice -- a crash between the commit
+ * of its row and the removal of its spool file -- is recorded once.
+ *
+ * A charge of an earlier server life recorded now (taken in from the
+ * spool after a crash) is added to the budget's use (credits.c); those of
+ * this life were counted as they were settled.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+
+#include "storage.h"
+
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr delete_plan = NULL;
+
+/* Whether this database's SQL objects have the ledger (version 0.3.0 on). */
+static bool
+ledger_exists(void)
+{
+	Oid			nsp = get_namespace_oid("enrich", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("ledger", nsp));
+}
+
+/* The path's name in the ledger. */
+static const char *
+path_name(char path)
+{
+	switch (path)
+	{
+		case 'b':
+			return "batch";
+		case 'w':
+			return "worker";
+		default:
+			return "sync";
+	}
+}
+
+/*
+ * Records the charges among n answers of one kind, all fetched at the
+ * given time.  Runs inside the caller's SPI connection, as the owner of
+ * the extension's tables (the cache store does).
+ */
+void
+enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
+					 TimestampTz at)
+{
+	Oid			types[7] = {TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID,
+	OIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
+	Datum		args[7];
+	Datum	   *charge = palloc(sizeof(Datum) * n);
+	Datum	   *key = palloc(sizeof(Datum) * n);
+	Datum	   *role = palloc(sizeof(Datum) * n);
+	bool	   *role_null = palloc(sizeof(bool) * n);
+	Datum	   *path = palloc(sizeof(Datum) * n);
+	Datum	   *rid = palloc(sizeof(Datum) * n);
+	bool	   *rid_null = palloc(sizeof(bool) * n);
+	int			m = 0;
+	int			rc;
+
+	for (int i = 0; i < n; i++)
+	{
+		EnrichOutcome *o = outs[i];
+
+		if (o->kind != OUTCOME_MATCH || !o->charged || o->charge[0] == '\0')
+			continue;
+		charge[m] = CStringGetTextDatum(o->charge);
+		key[m] = CStringGetTextDatum(keys[i]);
+		role[m] = ObjectIdGetDatum(o->charge_role);
+		role_null[m] = !OidIsValid(o->charge_role);
+		path[m] = CStringGetTextDatum(path_name(o->charge_path));
+		rid[m] = o->request_id ? CStringGetTextDatum(o->request_id) : (Datum) 0;
+		rid_null[m] = o->request_id == NULL;
+		m++;
+	}
+	if (m == 0 || !ledger_exists())
+		return;
+	/* the budgets count this database's ledger before it gets older rows */
+	if (at < PgStartTime)
+		enrich_limits_load();
+	args[0] = enrich_make_array(charge, NULL, m, TEXTOID);
+	args[1] = TimestampTzGetDatum(at);
+	args[2] = CStringGetTextDatum(enrich_provider_key(kind));
+	args[3] = enrich_make_array(key, NULL, m, TEXTOID);
+	args[4] = enrich_make_array(role, role_null, m, OIDOID);
+	args[5] = enrich_make_array(path, NULL, m, TEXTOID);
+	args[6] = enrich_make_array(rid, rid_null, m, TEXTOID);
+	rc = SPI_execute_plan(enrich_keep_plan(&record_plan,
+										   "INSERT INTO enrich.ledger (charge, at, provider, key, role, path, request_id) "
+										   "SELECT r.c::pg_catalog.uuid, $2, $3, r.k, r.o::pg_catalog.regrole, r.p, r.q "
+										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($4), "
+										   " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
+										   " AS r(c, k, o, p, q) "
+										   "ON CONFLICT (charge) DO NOTHING", 7, types),
+						  args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "could not record charges in enrich.ledger: %s", SPI_result_code_string(rc));
+	/* charges of an earlier server life count in the budget now */
+	if (at < PgStartTime && SPI_processed > 0)
+		enrich_credit_add_earlier(kind, at, (int64) SPI_processed);
+}
+
+/*
+ * Deletes up to limit ledger rows charged before the given time, but none
+ * of the current period of a budget (enrich.credit_limits): a restart
+ * counts those again.  Runs connected to SPI, as the owner; returns how
+ * many it deleted.
+ */
+int
+enrich_ledger_delete_before(TimestampTz before, int limit)
+{
+	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		args[2] = {TimestampTzGetDatum(before), Int32GetDatum(limit)};
+
+	if (!ledger_exists())
+		return 0;
+	if (SPI_execute_plan(enrich_keep_plan(&delete_plan,
+										  "DELETE FROM enrich.ledger"
+										  " WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
+										  "   SELECT ctid FROM enrich.ledger"
+										  "    WHERE at OPERATOR(pg_catalog.<) pg_catalog.least($1,"
+										  "      (SELECT pg_catalog.min(period_start) FROM enrich.credit_limits"
+										  "        WHERE credits IS NOT NULL))"
+										  "    LIMIT $2))", 2, types),
+						 args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete old rows of enrich.ledger");
+	return (int) SPI_processed;
+}
