@@ -141,7 +141,7 @@ enrich_ledger_delete_before(TimestampTz before, int limit)
 										  "DELETE FROM enrich.ledger"
 										  " WHERE ctid OPERATOR(pg_catalog.=) ANY (ARRAY("
 										  "   SELECT ctid FROM enrich.ledger"
-										  "    WHERE at OPERATOR(pg_catalog.<) pg_catalog.least($1,"
+										  "    WHERE at OPERATOR(pg_catalog.<) LEAST($1,"
 										  "      (SELECT pg_catalog.min(period_start) FROM enrich.credit_limits"
 										  "        WHERE credits IS NOT NULL))"
 										  "    LIMIT $2))", 2, types),

@@ -257,5 +257,19 @@ is(scalar(@twice), 0, 'no LeadLex key charged twice')
 is(scalar(grep { /^(cm|im)\d+-/ } keys %{ $l->{charged_inputs}{leadlex} }), $total, 'every key charged once');
 note sprintf('%d keys, %d LeadLex requests, %d idempotent replays', $total, $l->{requests}{leadlex}, $l->{idempotent_replays});
 
+# enrich.ledger: every charge recorded once, none missing.  LeadLex charged
+# each key once (a request cut off by a kill was replayed for free under
+# its Idempotency-Key, and that answer recorded the charge).  A Slintel
+# answer sent but not yet read at a kill was charged without reaching us:
+# the ledger has the charges whose answers we have.
+is($node->safe_psql('postgres', q{
+SELECT count(*) || '/' || count(DISTINCT key) || '/' || count(*) FILTER (WHERE path = 'worker')
+  FROM enrich.ledger WHERE provider = 'leadlex' AND key ~ '^(cm|im)\d+-'}),
+	"$total/$total/$total", 'the ledger has each LeadLex charge once, by the worker');
+is($node->safe_psql('postgres', q{
+SELECT count(*) || '/' || count(DISTINCT key)
+  FROM enrich.ledger WHERE provider = 'slintel' AND key LIKE '%crash-lead-%'}),
+	"$leads/$leads", 'and each Slintel lead once, spooled ones included');
+
 $node->stop;
 done_testing();
