@@ -29,12 +29,16 @@ OBJS = \
 	src/spool_read.o \
 	src/sync.o \
 	src/ratelearn.o \
+	src/budget.o \
 	src/shmem.o \
 	src/stats.o \
 	src/dbworkers.o \
 	src/credits.o \
+	src/credits_role.o \
+	src/credits_ledger.o \
 	src/rate.o \
 	src/limits.o \
+	src/limits_role.o \
 	src/queue.o \
 	src/ledger.o \
 	src/worker.o \

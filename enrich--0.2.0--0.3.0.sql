@@ -140,3 +140,53 @@ REVOKE ALL ON enrich.spend FROM PUBLIC;
 -- role's.  Items queued before version 0.3.0 have none.
 ALTER TABLE enrich.queue ADD COLUMN requested_by regrole;
 COMMENT ON COLUMN enrich.queue.requested_by IS 'the role on whose behalf the item was queued (its charge is recorded for it)';
+
+------------------------------------------------------------------------
+-- Budgets per role: a role's own credit budget for a provider, on top of
+-- the provider's (which still applies to everyone).  The charges of a
+-- role count under its own budget, or else under the budget of a role
+-- whose privileges it has (the lowest OID if several); see README.md,
+-- "Budgets per role".  Kept in shared memory like the providers' budgets:
+-- the rows of this table are loaded at the first use after a start, and
+-- what a role used in its period is counted from the ledger again.
+------------------------------------------------------------------------
+CREATE TABLE enrich.role_credit_limits (
+    role          regrole,
+    provider      text CHECK (provider IN ('leadlex', 'slintel')),
+    credits       bigint NOT NULL CHECK (credits >= 0),
+    per           interval CHECK (per > interval '0'),
+    period_start  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role, provider)
+);
+COMMENT ON TABLE enrich.role_credit_limits IS 'credit budgets of roles, on top of the providers'' (enrich.set_role_credit_limit); period_start: the start of the current period, or of a total';
+REVOKE ALL ON TABLE enrich.role_credit_limits FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('enrich.role_credit_limits', '');
+
+-- Rows a restore loads are put in force at once (set_role_credit_limit
+-- puts its own in force itself).
+CREATE FUNCTION enrich.restore_role_limits() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'restore_role_limits'
+    LANGUAGE C;
+REVOKE EXECUTE ON FUNCTION enrich.restore_role_limits() FROM PUBLIC;
+CREATE TRIGGER restore_role_limits AFTER INSERT ON enrich.role_credit_limits
+    FOR EACH STATEMENT EXECUTE FUNCTION enrich.restore_role_limits();
+
+CREATE FUNCTION enrich.set_role_credit_limit(role regrole, provider text, credits bigint, per interval DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'set_role_credit_limit'
+    LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION enrich.set_role_credit_limit(regrole, text, bigint, interval) IS 'a credit budget of the role''s own for a provider, on top of the provider''s: at most credits per period (NULL credits: removes it; NULL per: a total from now on)';
+REVOKE EXECUTE ON FUNCTION enrich.set_role_credit_limit(regrole, text, bigint, interval) FROM PUBLIC;
+
+CREATE FUNCTION enrich.role_credit_status(
+    OUT role regrole, OUT provider text, OUT credit_limit bigint, OUT period interval,
+    OUT used bigint, OUT remaining bigint, OUT resets_at timestamptz)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'role_credit_status'
+    LANGUAGE C VOLATILE;
+
+CREATE VIEW enrich.credits_by_role AS
+    SELECT role, provider, credit_limit, period, used, remaining, resets_at
+      FROM enrich.role_credit_status();
+COMMENT ON VIEW enrich.credits_by_role IS 'credit budgets of roles (of the whole cluster): limit, period, used, remaining, when the period resets';
+GRANT SELECT ON enrich.credits_by_role TO PUBLIC;

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * base.h
- *	  The base layer: what guc.c, util.c, owner.c, json.c, the normalisers
- *	  and ratelearn.c export to every other file.
+ *	  The base layer: what guc.c, util.c, owner.c, json.c, the normalisers,
+ *	  ratelearn.c and budget.c export to every other file.
  *
  * enrich brings B2B data enrichment into SQL: it calls LeadLex (companies,
  * by domain) and Slintel (leads, by LinkedIn profile URL) over libcurl and
@@ -12,8 +12,8 @@
  * includes the header of the layer below; a file includes its own layer's
  * header and so sees its layer and those below, never one above.  This one
  * holds the kinds of enrichment, the settings, the helpers, the parsing of
- * provider bodies, the SQL side of the normalisers and the rate learner's
- * bookkeeping.  The frontend-safe parts of the layer have their own
+ * provider bodies, the SQL side of the normalisers, the rate learner's
+ * bookkeeping and the credit budgets'.  The frontend-safe parts of the layer have their own
  * headers: response.h (included here) and normalize.h (the normalisers'
  * family only).
  *
@@ -151,5 +151,43 @@ extern void enrich_learner_admitted(EnrichRateLearner *l, TimestampTz now);
 extern bool enrich_learner_throttled(EnrichRateLearner *l, TimestampTz now,
 									 TimestampTz sent_at);
 extern double enrich_learner_rate(const EnrichRateLearner *l);
+
+/* ---- budget.c ---- */
+
+/*
+ * A credit budget: a provider's (enrich.set_credit_limit) or a
+ * role's (enrich.set_role_credit_limit).
+ */
+typedef struct EnrichBudget
+{
+	int64		credit_limit;	/* -1: none */
+	int64		credit_period_us;	/* 0: a total */
+	TimestampTz period_start;
+	int64		credits_used;	/* charged answers in this period */
+	/* of those, charged before this server started (see credits.c) */
+	int64		used_saved;		/* credit_limits.used as saved then (providers) */
+	int64		used_ledgers;	/* counted in the ledgers so far */
+	int64		credits_reserved;	/* requests in flight */
+	uint64		usage_version;	/* one more at each change of the use */
+} EnrichBudget;
+
+/* What the views show of a budget (enrich_budget_view). */
+typedef struct EnrichBudgetView
+{
+	bool		limited;
+	int64		limit;
+	int64		period_us;		/* 0: a total */
+	int64		used;
+	int64		remaining;
+	int64		reserved;
+	bool		resets;			/* it has a period */
+	TimestampTz resets_at;
+} EnrichBudgetView;
+
+extern void enrich_budget_roll(EnrichBudget *b, TimestampTz now);
+extern int64 enrich_budget_left(const EnrichBudget *b);
+extern void enrich_budget_set(EnrichBudget *b, int64 credits, int64 per_us, TimestampTz now);
+extern void enrich_budget_add_earlier(EnrichBudget *b, int64 n);
+extern void enrich_budget_view(const EnrichBudget *b, TimestampTz now, EnrichBudgetView *v);
 
 #endif							/* ENRICH_BASE_H */

@@ -7,25 +7,19 @@
  * No request is sent that the budget cannot pay for, under any
  * concurrency: a request reserves a credit here before it is sent and
  * settles it when the answer is in (a charged answer uses it, anything
- * else gives it back).  The reservation is counted in the reserving
- * process's holder slot (shmem.c), so that it is given back however that
- * process ends.
+ * else gives it back).  A request on behalf of a role with a budget of its
+ * own (credits_role.c) reserves a credit of both, under one lock, or of
+ * neither.  The reservation is counted in the reserving process's holder
+ * slot (shmem.c), so that it is given back however that process ends.
  *
- * The limits (enrich.credit_limits, and enrich.rate_limits for rate.c)
- * are loaded from their tables into shared memory on first use.  Without
- * shared memory no budget can be kept across sessions, so a set limit
- * refuses spending (55000).
+ * The limits (enrich.credit_limits and enrich.role_credit_limits, and
+ * enrich.rate_limits for rate.c) are loaded from their tables into shared
+ * memory on first use.  Without shared memory no budget can be kept
+ * across sessions, so a set limit refuses spending (55000).
  *
  * The credits used in the current period survive restarts and crashes:
- * every charge is a row of its database's enrich.ledger (ledger.c), as
- * durable as the answer.  After a start, a period's use is what this
- * server life charged plus what earlier lives did: the most of the use the
- * workers last saved in enrich.credit_limits and the ledgers' rows of the
- * period from before the start.  Each database's ledger is counted once,
- * by its first process that touches a budget (its worker, as it starts);
- * a charge an earlier life left in the spool is added as it is taken in.
- * So a budget never buys more than its limit, whatever restarts: at worst
- * a charge in the middle of being taken in at a crash counts twice.
+ * credits_ledger.c adds what earlier server lives charged, from the
+ * ledgers.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,46 +40,79 @@
 #include "state.h"
 
 static void limits_read(void);
-static void ledger_count_mine(void);
 
-/* Moves the credit period forward if it has ended.  Caller holds the lock. */
-static void
-roll_period(EnrichProviderShared *p, TimestampTz now)
+/* Whether a credit of a budget can be reserved now (or soon, or not). */
+static EnrichReserve
+budget_state(const EnrichBudget *b)
 {
-	if (p->credit_limit < 0 || p->credit_period_us <= 0)
-		return;
-	if (now >= p->period_start + p->credit_period_us)
-	{
-		int64		n = (now - p->period_start) / p->credit_period_us;
-
-		p->period_start += n * p->credit_period_us;
-		p->credits_used = 0;
-		p->used_saved = 0;
-		p->used_ledgers = 0;
-		p->usage_version++;
-	}
-}
-
-/* Credits that may still be reserved now; -1 means no limit. */
-static int64
-credits_left(EnrichProviderShared *p)
-{
-	if (p->credit_limit < 0)
-		return -1;
-	return Max(p->credit_limit - p->credits_used - p->credits_reserved, 0);
+	if (enrich_budget_left(b) != 0)
+		return RESERVE_OK;
+	return b->credits_reserved > 0 ? RESERVE_WAIT : RESERVE_NONE;
 }
 
 /*
- * Reserves one credit for a request about to be sent.  RESERVE_WAIT means
- * the budget is fully reserved by requests in flight of live processes,
- * some of which may give their credit back (a no match, a failure);
- * RESERVE_NONE that it is spent.  Always RESERVE_OK without a budget.
- * Without shared memory a budget cannot be kept, so a set one refuses.
+ * Reserves a credit of the provider's budget and of the role's (if any),
+ * both or neither; ref->refused says whether the role's refused.  A role
+ * budget needs a place in our holder slot too: without one the request
+ * waits (for one of our requests to give its place back).  Caller holds
+ * the lock.
+ */
+static EnrichReserve
+reserve_locked(EnrichKind kind, EnrichRoleRef *ref, TimestampTz now)
+{
+	EnrichBudget *pb = &enrich_shared->prov[kind].budget;
+	EnrichBudget *rb = enrich_role_budget_of(ref);
+	EnrichReserve ps;
+	EnrichReserve rs;
+
+	enrich_budget_roll(pb, now);
+	if (rb)
+		enrich_budget_roll(rb, now);
+	if ((enrich_budget_left(pb) == 0 && pb->credits_reserved > 0) ||
+		(rb && enrich_budget_left(rb) == 0 && rb->credits_reserved > 0))
+		(void) enrich_holders_sweep(now);
+	ps = budget_state(pb);
+	rs = rb ? budget_state(rb) : RESERVE_OK;
+	/* a spent budget says so at once; the provider's first */
+	ref->refused = ps == RESERVE_OK && rs != RESERVE_OK;
+	if (ps == RESERVE_NONE || rs == RESERVE_NONE)
+	{
+		ref->refused = ps != RESERVE_NONE;
+		return RESERVE_NONE;
+	}
+	if (ps != RESERVE_OK || rs != RESERVE_OK)
+		return RESERVE_WAIT;
+	if (rb && !enrich_holder_role_take(ref->entry, ref->gen))
+	{
+		ref->refused = true;
+		return RESERVE_WAIT;
+	}
+	pb->credits_reserved++;
+	enrich_holder_mine(kind)->reserved++;
+	if (rb)
+	{
+		rb->credits_reserved++;
+		ref->held = true;
+	}
+	return RESERVE_OK;
+}
+
+/*
+ * Reserves one credit for a request about to be sent on behalf of `role`
+ * (InvalidOid: nobody's).  RESERVE_WAIT means a budget is fully reserved
+ * by requests in flight of live processes, some of which may give their
+ * credit back (a no match, a failure); RESERVE_NONE that it is spent;
+ * ref->refused says whether it was the role's budget.  Always RESERVE_OK
+ * without a budget.  Without shared memory a budget cannot be kept, so a
+ * set one refuses.
+ *
+ * Inside a transaction the role budget is resolved here; outside one (the
+ * worker starting its requests) ref must have been resolved in one, and
+ * RESERVE_STALE says that the role budgets have changed since.
  */
 EnrichReserve
-enrich_credit_reserve(EnrichKind kind)
+enrich_credit_reserve(EnrichKind kind, Oid role, EnrichRoleRef *ref)
 {
-	EnrichProviderShared *p;
 	EnrichReserve r;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -96,50 +123,56 @@ enrich_credit_reserve(EnrichKind kind)
 	}
 	enrich_limits_load();
 	enrich_holder_attach();
-	p = &enrich_shared->prov[kind];
-	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	roll_period(p, now);
-	if (credits_left(p) == 0 && p->credits_reserved > 0)
-		(void) enrich_holders_sweep(now);
-	if (credits_left(p) != 0)
+	for (;;)
 	{
-		p->credits_reserved++;
-		enrich_holder_mine(kind)->reserved++;
-		r = RESERVE_OK;
+		bool		resolved = IsTransactionState();
+
+		if (resolved)
+			enrich_role_resolve(kind, role, ref);
+		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+		if (!OidIsValid(role) || ref->version == enrich_shared->role_version)
+			break;
+		LWLockRelease(enrich_shared->lock);
+		if (!resolved)
+			return RESERVE_STALE;
+		/* a role budget was set or removed meanwhile: once more */
 	}
-	else
-		r = p->credits_reserved > 0 ? RESERVE_WAIT : RESERVE_NONE;
+	r = reserve_locked(kind, ref, now);
 	LWLockRelease(enrich_shared->lock);
 	return r;
 }
 
-/* Credits that may be reserved now (INT64_MAX without a limit). */
+/* Credits of the provider's budget that may be reserved now (INT64_MAX without a limit). */
 int64
 enrich_credit_available(EnrichKind kind)
 {
-	EnrichProviderShared *p;
+	EnrichBudget *b;
 	int64		left;
 
 	if (enrich_shared == NULL)
 		return PG_INT64_MAX;
 	enrich_limits_load();
-	p = &enrich_shared->prov[kind];
+	b = &enrich_shared->prov[kind].budget;
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	roll_period(p, GetCurrentTimestamp());
-	left = credits_left(p);
+	enrich_budget_roll(b, GetCurrentTimestamp());
+	left = enrich_budget_left(b);
 	LWLockRelease(enrich_shared->lock);
 	return left < 0 ? PG_INT64_MAX : left;
 }
 
 /*
- * Settles a reservation: a charged answer uses the credit, anything else
- * gives it back.  Records the provider's reported balance when known.
+ * Settles a reservation: a charged answer uses the credit (of the
+ * provider's budget and of the role's it was reserved under), anything
+ * else gives it back.  Records the provider's reported balance when known.
  */
 void
-enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance)
+enrich_credit_settle(EnrichKind kind, EnrichRoleRef *ref, bool reserved, bool charged,
+					 int64 balance)
 {
 	EnrichProviderShared *p;
+	EnrichBudget *rb;
 	EnrichHold *hold;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (charged)
 		enrich_stat_add(kind, STAT_CREDITS, 1);
@@ -151,13 +184,29 @@ enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance
 	if (reserved && hold != NULL && hold->reserved > 0)
 	{
 		hold->reserved--;
-		p->credits_reserved -= Min(1, p->credits_reserved);
+		p->budget.credits_reserved -= Min(1, p->budget.credits_reserved);
+	}
+	/* a role budget removed since (or its entry taken again) is let be */
+	rb = enrich_role_budget_of(ref);
+	if (reserved && ref->held)
+	{
+		if (enrich_holder_role_give(ref->entry, ref->gen) && rb)
+			rb->credits_reserved -= Min(1, rb->credits_reserved);
+		ref->held = false;
 	}
 	if (charged)
 	{
-		p->credits_used++;
+		/* a charge counts in the period it is made in */
+		enrich_budget_roll(&p->budget, now);
+		p->budget.credits_used++;
+		p->budget.usage_version++;
 		p->credits_total++;
-		p->usage_version++;
+		if (rb)
+		{
+			enrich_budget_roll(rb, now);
+			rb->credits_used++;
+			rb->usage_version++;
+		}
 	}
 	if (balance >= 0)
 		p->provider_balance = balance;
@@ -165,9 +214,10 @@ enrich_credit_settle(EnrichKind kind, bool reserved, bool charged, int64 balance
 }
 
 /*
- * Loads the limits of both providers from their tables into shared memory,
- * once per server start (set_* keep both in step afterwards).  Needs a
- * transaction; does nothing outside one or without shared memory.
+ * Loads the limits of both providers and of the roles from their tables
+ * into shared memory, once per server start (the set_* functions keep
+ * both in step afterwards), and counts this database's ledger once.
+ * Needs a transaction; does nothing outside one or without shared memory.
  */
 void
 enrich_limits_load(void)
@@ -177,15 +227,59 @@ enrich_limits_load(void)
 		return;
 	if (!enrich_shared->limits_loaded)
 		limits_read();
-	ledger_count_mine();
+	enrich_credits_count_ledger();
 }
 
-/* Reads both providers' limits into shared memory (enrich_limits_load). */
+/* Says that n rows of enrich.role_credit_limits found no place in shared memory. */
+static void
+warn_left_out(int n)
+{
+	if (n > 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%d role credit limit(s) of enrich.role_credit_limits are not in force", n),
+				 errdetail("At most %d role credit limits can be kept.", ENRICH_MAX_ROLE_BUDGETS)));
+}
+
+/* Sets a provider's limits from a row of limits_read's query.  Caller holds the lock. */
+static void
+provider_row(HeapTuple tup, TupleDesc desc)
+{
+	char	   *prov = SPI_getvalue(tup, desc, 1);
+	EnrichKind	k = strcmp(prov, "leadlex") == 0 ? ENRICH_COMPANY : ENRICH_LEAD;
+	EnrichProviderShared *p = &enrich_shared->prov[k];
+	EnrichBudget *b = &p->budget;
+	bool		n[9];
+	Datum		v[9];
+
+	for (int i = 2; i <= 8; i++)
+		v[i] = SPI_getbinval(tup, desc, i, &n[i]);
+	p->rate_requests = (n[2] || n[3]) ? 0 : DatumGetInt32(v[2]);
+	p->rate_per_us = n[3] ? 0 : DatumGetInt64(v[3]);
+	p->rate_max_concurrency = n[4] ? 0 : DatumGetInt32(v[4]);
+	b->credit_limit = n[5] ? -1 : DatumGetInt64(v[5]);
+	b->credit_period_us = n[6] ? 0 : DatumGetInt64(v[6]);
+	b->period_start = n[7] ? GetCurrentTimestamp() : DatumGetTimestampTz(v[7]);
+	b->credits_used = n[8] ? 0 : DatumGetInt64(v[8]);
+	b->used_saved = b->credits_used;
+	b->used_ledgers = 0;
+}
+
+/*
+ * Reads both providers' limits and the roles' into shared memory
+ * (enrich_limits_load), under one hold of the lock: no process spends
+ * before the roles' limits are there too.
+ */
 static void
 limits_read(void)
 {
 	Oid			save_userid;
 	int			save_sec;
+	SPITupleTable *prov;
+	uint64		nprov;
+	EnrichRoleLimitRow *roles;
+	int			nroles;
+	int			left_out = 0;
 
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -197,238 +291,58 @@ limits_read(void)
 					"FROM enrich.rate_limits r JOIN enrich.credit_limits c USING (provider)",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read enrich.rate_limits and enrich.credit_limits");
+	prov = SPI_tuptable;
+	nprov = SPI_processed;
+	nroles = enrich_role_limits_fetch(&roles, false);
 
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	for (uint64 i = 0; i < SPI_processed && !enrich_shared->limits_loaded; i++)
+	if (!enrich_shared->limits_loaded)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *prov = SPI_getvalue(tup, desc, 1);
-		EnrichKind	k = strcmp(prov, "leadlex") == 0 ? ENRICH_COMPANY : ENRICH_LEAD;
-		EnrichProviderShared *p = &enrich_shared->prov[k];
-		bool		n1,
-					n2,
-					n3,
-					n4,
-					n5,
-					n6,
-					n7;
-		Datum		req = SPI_getbinval(tup, desc, 2, &n1);
-		Datum		per = SPI_getbinval(tup, desc, 3, &n2);
-		Datum		conc = SPI_getbinval(tup, desc, 4, &n3);
-		Datum		credits = SPI_getbinval(tup, desc, 5, &n4);
-		Datum		cper = SPI_getbinval(tup, desc, 6, &n5);
-		Datum		start = SPI_getbinval(tup, desc, 7, &n6);
-		Datum		used = SPI_getbinval(tup, desc, 8, &n7);
-
-		p->rate_requests = (n1 || n2) ? 0 : DatumGetInt32(req);
-		p->rate_per_us = n2 ? 0 : DatumGetInt64(per);
-		p->rate_max_concurrency = n3 ? 0 : DatumGetInt32(conc);
-		p->credit_limit = n4 ? -1 : DatumGetInt64(credits);
-		p->credit_period_us = n5 ? 0 : DatumGetInt64(cper);
-		p->period_start = n6 ? GetCurrentTimestamp() : DatumGetTimestampTz(start);
-		p->credits_used = n7 ? 0 : DatumGetInt64(used);
-		p->used_saved = p->credits_used;
-		p->used_ledgers = 0;
+		for (uint64 i = 0; i < nprov; i++)
+			provider_row(prov->vals[i], prov->tupdesc);
+		left_out = enrich_role_budgets_apply(roles, nroles);
+		enrich_shared->limits_loaded = true;
+		enrich_shared->limits_db = MyDatabaseId;
 	}
-	enrich_shared->limits_loaded = true;
-	enrich_shared->limits_db = MyDatabaseId;
 	LWLockRelease(enrich_shared->lock);
 	SPI_finish();
 	enrich_as_owner_end(save_userid, save_sec);
+	warn_left_out(left_out);
 }
 
 /*
- * Adds n charges of earlier server lives, found in a ledger, to a
- * provider's use: the use of earlier lives is the most of what was saved
- * and what the ledgers counted so far.  Caller holds the lock.
- */
-static void
-add_earlier(EnrichProviderShared *p, int64 n)
-{
-	int64		before = Max(p->used_saved, p->used_ledgers);
-
-	p->used_ledgers += n;
-	p->credits_used += Max(p->used_saved, p->used_ledgers) - before;
-	p->usage_version++;
-}
-
-/*
- * n charges of an earlier server life, at the given time, have just been
- * recorded in this database's ledger (taken in from the spool): they
- * count in the budget if they fall in the current period.
+ * Reads enrich.role_credit_limits of our database into shared memory
+ * again, with the rows the current command has just loaded (a restore's).
+ * In a transaction.
  */
 void
-enrich_credit_add_earlier(EnrichKind kind, TimestampTz at, int64 n)
+enrich_role_budgets_reload(void)
 {
-	EnrichProviderShared *p;
-
-	if (enrich_shared == NULL || at >= PgStartTime)
-		return;
-	enrich_limits_load();
-	p = &enrich_shared->prov[kind];
-	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	roll_period(p, GetCurrentTimestamp());
-	if (p->credit_limit >= 0 && at >= p->period_start)
-		add_earlier(p, n);
-	LWLockRelease(enrich_shared->lock);
-}
-
-/*
- * Takes this database's place in the list of counted ledgers.  Returns
- * true if we are to count it; false if it is counted.  While another
- * process counts it, waits for that (a budget must not be spent before).
- */
-static bool
-ledger_claim(void)
-{
-	for (;;)
-	{
-		int			i;
-		pid_t		by = 0;
-
-		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-		for (i = 0; i < enrich_shared->nledgers; i++)
-			if (enrich_shared->ledger_db[i] == MyDatabaseId)
-				break;
-		if (i == enrich_shared->nledgers)
-		{
-			/* a full list counts again (at worst too much, never too little) */
-			if (i < ENRICH_MAX_LEDGERS)
-			{
-				enrich_shared->ledger_db[i] = MyDatabaseId;
-				enrich_shared->nledgers++;
-			}
-			else
-				i = -1;
-		}
-		else if ((by = enrich_shared->ledger_by[i]) != 0 &&
-				 BackendPidGetProc(by) == NULL)
-			by = 0;				/* its counter died: ours now */
-		else if (by == 0)
-		{
-			LWLockRelease(enrich_shared->lock);
-			return false;
-		}
-		if (by == 0 && i >= 0)
-			enrich_shared->ledger_by[i] = MyProcPid;
-		LWLockRelease(enrich_shared->lock);
-		if (by == 0)
-			return true;
-		CHECK_FOR_INTERRUPTS();
-		pg_usleep(10000L);
-	}
-}
-
-/* Marks this database's ledger counted (or, with done false, not). */
-static void
-ledger_claimed(bool done)
-{
-	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < enrich_shared->nledgers; i++)
-		if (enrich_shared->ledger_db[i] == MyDatabaseId &&
-			enrich_shared->ledger_by[i] == MyProcPid)
-		{
-			if (done)
-				enrich_shared->ledger_by[i] = 0;
-			else
-			{
-				/* forget it: the next process counts it */
-				enrich_shared->nledgers--;
-				enrich_shared->ledger_db[i] = enrich_shared->ledger_db[enrich_shared->nledgers];
-				enrich_shared->ledger_by[i] = enrich_shared->ledger_by[enrich_shared->nledgers];
-			}
-		}
-	LWLockRelease(enrich_shared->lock);
-}
-
-/*
- * Counts, once per server start, the charges of this database's ledger in
- * the current period that were made before the start (the server's own
- * are counted as they are settled), and adds them to the budgets.  Needs a
- * transaction; nothing to count without the ledger (SQL before 0.3.0).
- */
-static void
-ledger_count_mine(void)
-{
-	static bool counted = false;
 	Oid			save_userid;
 	int			save_sec;
-	TimestampTz start[ENRICH_NUM_KINDS];
-	int64		n[ENRICH_NUM_KINDS] = {0};
-	Oid			nsp;
+	EnrichRoleLimitRow *rows;
+	int			n;
 
-	if (counted)
+	if (enrich_shared == NULL)
 		return;
-	nsp = get_namespace_oid("enrich", true);
-	if (!OidIsValid(get_relname_relid("ledger", nsp)))
-		return;					/* counted once the ledger is there */
-	if (!ledger_claim())
-	{
-		counted = true;
-		return;
-	}
-	PG_TRY();
-	{
-		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
-		{
-			EnrichProviderShared *p = &enrich_shared->prov[k];
-
-			roll_period(p, GetCurrentTimestamp());
-			start[k] = p->credit_limit >= 0 ? p->period_start : DT_NOEND;
-		}
-		LWLockRelease(enrich_shared->lock);
-
-		enrich_as_owner_begin(&save_userid, &save_sec);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
-		{
-			Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-			Datum		values[3];
-			bool		isnull;
-
-			if (start[k] >= PgStartTime)
-				continue;
-			values[0] = CStringGetTextDatum(enrich_provider_key(k));
-			values[1] = TimestampTzGetDatum(start[k]);
-			values[2] = TimestampTzGetDatum(PgStartTime);
-			if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM enrich.ledger "
-									  "WHERE provider OPERATOR(pg_catalog.=) $1 "
-									  "  AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3",
-									  3, types, values, NULL, true, 1) != SPI_OK_SELECT)
-				elog(ERROR, "could not count enrich.ledger");
-			n[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		SPI_finish();
-		enrich_as_owner_end(save_userid, save_sec);
-	}
-	PG_CATCH();
-	{
-		ledger_claimed(false);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
+	enrich_limits_load();
+	enrich_as_owner_begin(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	n = enrich_role_limits_fetch(&rows, true);
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
-	{
-		EnrichProviderShared *p = &enrich_shared->prov[k];
-
-		/* a limit set meanwhile starts a period of its own */
-		if (n[k] > 0 && p->credit_limit >= 0 && p->period_start == start[k])
-			add_earlier(p, n[k]);
-	}
+	n = enrich_role_budgets_apply(rows, n);
 	LWLockRelease(enrich_shared->lock);
-	ledger_claimed(true);
-	counted = true;
+	SPI_finish();
+	enrich_as_owner_end(save_userid, save_sec);
+	warn_left_out(n);
 }
 
 /*
  * Without shared memory no budget can be kept across sessions, so a call
- * that would spend under a set credit limit is refused (55000) before any
- * request.  Checked once per transaction and provider.
+ * that would spend under a set credit limit (the provider's, or any
+ * role's for the provider) is refused (55000) before any request.
+ * Checked once per transaction and provider.
  */
 void
 enrich_limits_check_unshared(EnrichKind kind)
@@ -438,16 +352,23 @@ enrich_limits_check_unshared(EnrichKind kind)
 	Datum		values[1];
 	Oid			save_userid;
 	int			save_sec;
+	Oid			nsp;
 	bool		limited;
 
-	if (checked_in[kind] == MyProc->lxid ||
-		!OidIsValid(get_namespace_oid("enrich", true)))
+	nsp = get_namespace_oid("enrich", true);
+	if (checked_in[kind] == MyProc->lxid || !OidIsValid(nsp))
 		return;
 	values[0] = CStringGetTextDatum(enrich_provider_key(kind));
 	enrich_as_owner_begin(&save_userid, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT 1 FROM enrich.credit_limits "
+	/* the roles' limits from version 0.3.0 on */
+	if (SPI_execute_with_args(OidIsValid(get_relname_relid("role_credit_limits", nsp)) ?
+							  "SELECT 1 FROM enrich.credit_limits "
+							  "WHERE provider OPERATOR(pg_catalog.=) $1 AND credits IS NOT NULL "
+							  "UNION ALL SELECT 1 FROM enrich.role_credit_limits "
+							  "WHERE provider OPERATOR(pg_catalog.=) $1" :
+							  "SELECT 1 FROM enrich.credit_limits "
 							  "WHERE provider OPERATOR(pg_catalog.=) $1 AND credits IS NOT NULL",
 							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read enrich.credit_limits");
@@ -461,7 +382,7 @@ enrich_limits_check_unshared(EnrichKind kind)
 						enrich_provider_name(kind)),
 				 errdetail("A credit limit is set for %s, and without shared memory it cannot be kept; no request was sent.",
 						   enrich_provider_key(kind)),
-				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server, or remove the limit with enrich.set_credit_limit('%s', NULL).",
+				 errhint("Add enrich to shared_preload_libraries in postgresql.conf and restart the server, or remove the limit with enrich.set_credit_limit('%s', NULL) (and the roles' with enrich.set_role_credit_limit).",
 						 enrich_provider_key(kind))));
 	checked_in[kind] = MyProc->lxid;
 }
@@ -469,7 +390,7 @@ enrich_limits_check_unshared(EnrichKind kind)
 /*
  * Writes the credits used in the current period back to
  * enrich.credit_limits of our database, when they changed since we last
- * did.  Every database's worker calls it inside its transactions, so that
+ * did (and the roles' periods to enrich.role_credit_limits).  Every database's worker calls it inside its transactions, so that
  * each database's table shows the cluster's use (the budget is one per
  * cluster).
  */
@@ -480,17 +401,17 @@ enrich_limits_save_usage(void)
 
 	for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 	{
-		EnrichProviderShared *p = &enrich_shared->prov[k];
+		EnrichBudget *b = &enrich_shared->prov[k].budget;
 		Oid			types[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
 		Datum		values[3];
 		bool		dirty;
 
 		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 		/* without a budget there is nothing to count against */
-		dirty = p->usage_version != saved_version[k] && p->credit_limit >= 0;
-		saved_version[k] = p->usage_version;
-		values[1] = Int64GetDatum(p->credits_used);
-		values[2] = TimestampTzGetDatum(p->period_start);
+		dirty = b->usage_version != saved_version[k] && b->credit_limit >= 0;
+		saved_version[k] = b->usage_version;
+		values[1] = Int64GetDatum(b->credits_used);
+		values[2] = TimestampTzGetDatum(b->period_start);
 		LWLockRelease(enrich_shared->lock);
 		if (!dirty)
 			continue;
@@ -499,4 +420,5 @@ enrich_limits_save_usage(void)
 					  "WHERE provider OPERATOR(pg_catalog.=) $1",
 					  3, types, values, NULL, SPI_OK_UPDATE);
 	}
+	enrich_role_limits_save();
 }

@@ -4,9 +4,10 @@
  *	  The entry layer: what its files (the SQL functions, auto_enrich and
  *	  the background worker) export to each other and to enrich.c.
  *
- * sync.c, batch.c and limits.c export nothing but SQL functions; the
- * worker's files share worker.h besides.  enrich.c (the init layer) includes
- * this header.  Includes storage.h.
+ * sync.c and batch.c export nothing but SQL functions; limits.c what
+ * limits_role.c shares with it; the worker's files share worker.h
+ * besides.  enrich.c (the init layer) includes this header.  Includes
+ * storage.h.
  *
  * IDENTIFICATION
  *	  src/entry.h
@@ -40,6 +41,15 @@ extern void enrich_auto_add(EnrichDeliveries *d, const char *key, Jsonb *result,
 extern void enrich_auto_deliver(EnrichKind kind, EnrichDeliveries *d,
 								EnrichQueueUpdates *u);
 extern int	enrich_auto_take_inbox(void);
+
+/* ---- limits.c ---- */
+extern EnrichKind enrich_provider_arg(text *arg);
+extern int64 enrich_interval_us(Interval *iv);
+extern Datum enrich_us_interval(int64 us);
+extern void enrich_require_limit_privilege(const char *fname);
+extern EnrichKind enrich_credit_limit_args(FunctionCallInfo fcinfo, int first, const char *fname,
+										   int64 *credits, int64 *per_us);
+extern bool enrich_budget_columns(const EnrichBudget *b, Datum *v, bool *n, Datum *resets_at);
 
 /* ---- worker.c ---- */
 extern PGDLLEXPORT void enrich_worker_main(Datum arg);

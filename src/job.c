@@ -23,6 +23,7 @@
 #include <math.h>
 
 #include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -46,6 +47,7 @@ enrich_job_init(EnrichJob *job, EnrichKind kind, const char *key)
 	job->key = pstrdup(key);
 	job->xfer.kind = kind;
 	job->role = GetOuterUserId();
+	job->credit.entry = -1;		/* resolved as it reserves */
 	job->path = 's';
 	enrich_make_uuid(job->idempotency_key);
 }
@@ -92,6 +94,38 @@ finish_local(EnrichJob *job, EnrichOutcomeKind kind, int sqlstate, char *message
 	enrich_job_settle(job);
 }
 
+/*
+ * Ends a job that no budget can pay for: the provider's, or the one of the
+ * role it counts under (job->credit.refused).  `wait`: the last credits
+ * are reserved by requests in flight that did not give them back in time.
+ */
+static void
+finish_no_credits(EnrichJob *job, bool wait)
+{
+	const char *prov = enrich_provider_name(job->kind);
+	const char *key = enrich_provider_key(job->kind);
+	char	   *detail;
+
+	if (wait)
+		detail = psprintf("The last credits are reserved by requests in flight that did not give them back within enrich.request_timeout (%d ms); no request was sent.",
+						  enrich_request_timeout);
+	else
+		detail = pstrdup("No request was sent.");
+	if (job->credit.refused)
+		finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+					 psprintf("the credit budget of role \"%s\" for %s is spent",
+							  NameStr(job->credit.name), prov),
+					 detail,
+					 psprintf("See enrich.credits_by_role; enrich.set_role_credit_limit(%s, '%s', ...) raises the limit.",
+							  quote_literal_cstr(quote_identifier(NameStr(job->credit.name))), key));
+	else
+		finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
+					 psprintf("the credit budget for %s is spent", prov),
+					 detail,
+					 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
+							  key));
+}
+
 /* Gives back what a finished job still holds of the shared budget. */
 void
 enrich_job_settle(EnrichJob *job)
@@ -100,7 +134,7 @@ enrich_job_settle(EnrichJob *job)
 		enrich_rate_release(job->kind);
 	job->counted = false;
 	if (job->reserved || (job->out.charged && !job->settled))
-		enrich_credit_settle(job->kind, job->reserved,
+		enrich_credit_settle(job->kind, &job->credit, job->reserved,
 							 job->out.charged && !job->settled,
 							 job->out.credits_remaining);
 	job->reserved = false;
@@ -130,33 +164,22 @@ enrich_job_try_start(EnrichJob *job)
 	}
 	if (!job->reserved)
 	{
-		EnrichReserve r = enrich_credit_reserve(job->kind);
+		EnrichReserve r = enrich_credit_reserve(job->kind, job->role, &job->credit);
 
 		now = GetCurrentTimestamp();
-		if (r == RESERVE_WAIT &&
+		/*
+		 * A request in flight may yet give its credit back; the worker
+		 * resolves a stale role budget again in its next turn.
+		 */
+		if ((r == RESERVE_WAIT || r == RESERVE_STALE) &&
 			(job->deadline == 0 || TimestampTzPlusMilliseconds(now, 10) <= job->deadline))
 		{
-			/* a request in flight may yet give its credit back */
 			job->not_before = TimestampTzPlusMilliseconds(now, 10);
 			return false;
 		}
-		if (r == RESERVE_WAIT)
+		if (r != RESERVE_OK)
 		{
-			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
-						 psprintf("the credit budget for %s is spent", prov),
-						 psprintf("The last credits are reserved by requests in flight that did not give them back within enrich.request_timeout (%d ms); no request was sent.",
-								  enrich_request_timeout),
-						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
-								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
-			return false;
-		}
-		if (r == RESERVE_NONE)
-		{
-			finish_local(job, OUTCOME_NO_CREDITS, ERRCODE_ENRICH_NO_CREDITS,
-						 psprintf("the credit budget for %s is spent", prov),
-						 pstrdup("No request was sent."),
-						 psprintf("See enrich.credits; enrich.set_credit_limit('%s', ...) raises the limit.",
-								  job->kind == ENRICH_COMPANY ? "leadlex" : "slintel"));
+			finish_no_credits(job, r != RESERVE_NONE);
 			return false;
 		}
 		job->reserved = true;

@@ -60,6 +60,33 @@ path_name(char path)
 }
 
 /*
+ * Adds the charges just recorded (the rows SPI_tuptable returned, their
+ * roles), of an earlier server life, to the budgets: the provider's, and
+ * those of the roles they count under, one call per role.
+ */
+static void
+add_earlier(EnrichKind kind, TimestampTz at)
+{
+	uint64		n = SPI_processed;
+	Oid		   *roles = palloc(sizeof(Oid) * Max(n, 1));
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		roles[i] = isnull ? InvalidOid : DatumGetObjectId(d);
+	}
+	qsort(roles, n, sizeof(Oid), oid_cmp);
+	for (uint64 i = 0, j; i < n; i = j)
+	{
+		for (j = i; j < n && roles[j] == roles[i]; j++)
+			;
+		enrich_credit_add_earlier(kind, roles[i], at, (int64) (j - i));
+	}
+}
+
+/*
  * Records the charges among n answers of one kind, all fetched at the
  * given time.  Runs inside the caller's SPI connection, as the owner of
  * the extension's tables (the cache store does).
@@ -114,20 +141,21 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($4), "
 										   " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
 										   " AS r(c, k, o, p, q) "
-										   "ON CONFLICT (charge) DO NOTHING", 7, types),
+										   "ON CONFLICT (charge) DO NOTHING "
+										   "RETURNING role::pg_catalog.oid", 7, types),
 						  args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT)
+	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record charges in enrich.ledger: %s", SPI_result_code_string(rc));
-	/* charges of an earlier server life count in the budget now */
-	if (at < PgStartTime && SPI_processed > 0)
-		enrich_credit_add_earlier(kind, at, (int64) SPI_processed);
+	/* charges of an earlier server life count in the budgets now */
+	if (at < PgStartTime)
+		add_earlier(kind, at);
 }
 
 /*
  * Deletes up to limit ledger rows charged before the given time, but none
- * of the current period of a budget (enrich.credit_limits): a restart
- * counts those again.  Runs connected to SPI, as the owner; returns how
- * many it deleted.
+ * of the current period of a budget (enrich.credit_limits,
+ * enrich.role_credit_limits): a restart counts those again.  Runs
+ * connected to SPI, as the owner; returns how many it deleted.
  */
 int
 enrich_ledger_delete_before(TimestampTz before, int limit)
@@ -143,7 +171,8 @@ enrich_ledger_delete_before(TimestampTz before, int limit)
 										  "   SELECT ctid FROM enrich.ledger"
 										  "    WHERE at OPERATOR(pg_catalog.<) LEAST($1,"
 										  "      (SELECT pg_catalog.min(period_start) FROM enrich.credit_limits"
-										  "        WHERE credits IS NOT NULL))"
+										  "        WHERE credits IS NOT NULL),"
+										  "      (SELECT pg_catalog.min(period_start) FROM enrich.role_credit_limits))"
 										  "    LIMIT $2))", 2, types),
 						 args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete old rows of enrich.ledger");

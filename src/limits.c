@@ -44,8 +44,8 @@ PG_FUNCTION_INFO_V1(restore_limit_row);
 
 
 /* Parses a provider name argument, raising 22023 for anything else. */
-static EnrichKind
-provider_arg(text *arg)
+EnrichKind
+enrich_provider_arg(text *arg)
 {
 	char	   *name = text_to_cstring(arg);
 
@@ -61,16 +61,16 @@ provider_arg(text *arg)
 }
 
 /* An interval as microseconds; months count as 30 days. */
-static int64
-interval_us(Interval *iv)
+int64
+enrich_interval_us(Interval *iv)
 {
 	return iv->time + (int64) iv->day * USECS_PER_DAY +
 		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
 }
 
 /* Only superusers and members of the extension owner may change limits. */
-static void
-require_limit_privilege(const char *fname)
+void
+enrich_require_limit_privilege(const char *fname)
 {
 	if (!superuser() && !has_privs_of_role(GetUserId(), enrich_owner()))
 		ereport(ERROR,
@@ -91,16 +91,16 @@ set_rate_limit(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int32		requests = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT32(1);
-	int64		per_us = PG_ARGISNULL(2) ? 0 : interval_us(PG_GETARG_INTERVAL_P(2));
+	int64		per_us = PG_ARGISNULL(2) ? 0 : enrich_interval_us(PG_GETARG_INTERVAL_P(2));
 	int32		conc = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("provider must not be null")));
-	kind = provider_arg(PG_GETARG_TEXT_PP(0));
+	kind = enrich_provider_arg(PG_GETARG_TEXT_PP(0));
 	enrich_require_primary("change limits");
-	require_limit_privilege("set_rate_limit");
+	enrich_require_limit_privilege("set_rate_limit");
 	if (PG_ARGISNULL(1) != PG_ARGISNULL(2) || (!PG_ARGISNULL(1) && (requests <= 0 || per_us <= 0)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -137,6 +137,41 @@ set_rate_limit(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Checks the arguments (provider, credits, per) of set_credit_limit and
+ * set_role_credit_limit, the `first` of them and the two after it, and the
+ * caller's right to change limits.  Returns the provider; *credits is -1
+ * for NULL, *per_us 0 for NULL.
+ */
+EnrichKind
+enrich_credit_limit_args(FunctionCallInfo fcinfo, int first, const char *fname,
+						 int64 *credits, int64 *per_us)
+{
+	EnrichKind	kind;
+
+	if (PG_ARGISNULL(first))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("provider must not be null")));
+	kind = enrich_provider_arg(PG_GETARG_TEXT_PP(first));
+	*credits = PG_ARGISNULL(first + 1) ? -1 : PG_GETARG_INT64(first + 1);
+	*per_us = PG_ARGISNULL(first + 2) ? 0 : enrich_interval_us(PG_GETARG_INTERVAL_P(first + 2));
+	enrich_require_primary("change limits");
+	/* without shared memory a limit can only be removed (see above) */
+	if (!PG_ARGISNULL(first + 1))
+		enrich_require_shared(psprintf("enrich.%s", fname));
+	enrich_require_limit_privilege(fname);
+	if (!PG_ARGISNULL(first + 1) && *credits < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("credits must not be negative")));
+	if (!PG_ARGISNULL(first + 2) && *per_us <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("per must be a positive interval or null")));
+	return kind;
+}
+
+/*
  * enrich.set_credit_limit(provider text, credits bigint,
  *						   per interval DEFAULT NULL) RETURNS void
  *
@@ -147,9 +182,9 @@ set_rate_limit(PG_FUNCTION_ARGS)
 Datum
 set_credit_limit(PG_FUNCTION_ARGS)
 {
-	EnrichKind	kind;
-	int64		credits = PG_ARGISNULL(1) ? -1 : PG_GETARG_INT64(1);
-	int64		per_us = PG_ARGISNULL(2) ? 0 : interval_us(PG_GETARG_INTERVAL_P(2));
+	int64		credits;
+	int64		per_us;
+	EnrichKind	kind = enrich_credit_limit_args(fcinfo, 0, "set_credit_limit", &credits, &per_us);
 	Oid			types[5] = {TEXTOID, INT8OID, INTERVALOID, TIMESTAMPTZOID, INT8OID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -157,47 +192,15 @@ set_credit_limit(PG_FUNCTION_ARGS)
 	TimestampTz start = now;
 	int64		used = 0;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("provider must not be null")));
-	kind = provider_arg(PG_GETARG_TEXT_PP(0));
-	enrich_require_primary("change limits");
-	/* without shared memory a limit can only be removed (see above) */
-	if (!PG_ARGISNULL(1))
-		enrich_require_shared("enrich.set_credit_limit");
-	require_limit_privilege("set_credit_limit");
-	if (!PG_ARGISNULL(1) && credits < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("credits must not be negative")));
-	if (!PG_ARGISNULL(2) && per_us <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("per must be a positive interval or null")));
-
 	enrich_limits_load();
 	if (enrich_shared)
 	{
-		EnrichProviderShared *p = &enrich_shared->prov[kind];
+		EnrichBudget *b = &enrich_shared->prov[kind].budget;
 
 		LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
-		if (per_us > 0 && per_us == p->credit_period_us)
-		{
-			start = p->period_start;
-			used = p->credits_used;
-		}
-		p->credit_limit = credits;
-		p->credit_period_us = per_us;
-		p->period_start = start;
-		p->credits_used = used;
-		if (start == now)
-		{
-			/* a new period: nothing of earlier server lives counts in it */
-			p->used_saved = 0;
-			p->used_ledgers = 0;
-		}
-		p->usage_version++;		/* the other databases' rows too */
+		enrich_budget_set(b, credits, per_us, now);
+		start = b->period_start;
+		used = b->credits_used;
 		LWLockRelease(enrich_shared->lock);
 	}
 
@@ -216,14 +219,36 @@ set_credit_limit(PG_FUNCTION_ARGS)
 }
 
 /* Builds an interval from microseconds. */
-static Datum
-us_interval(int64 us)
+Datum
+enrich_us_interval(int64 us)
 {
 	Interval   *iv = palloc0(sizeof(Interval));
 
 	iv->day = us / USECS_PER_DAY;
 	iv->time = us % USECS_PER_DAY;
 	return IntervalPGetDatum(iv);
+}
+
+/*
+ * Fills the columns limit, period, used and remaining of a view row from
+ * a budget as it is now; *resets_at is its next reset (false: none).
+ */
+bool
+enrich_budget_columns(const EnrichBudget *b, Datum *v, bool *n, Datum *resets_at)
+{
+	EnrichBudgetView bv;
+
+	enrich_budget_view(b, GetCurrentTimestamp(), &bv);
+	v[0] = Int64GetDatum(bv.limit);
+	n[0] = !bv.limited;
+	v[1] = enrich_us_interval(bv.period_us);
+	n[1] = bv.period_us <= 0;
+	v[2] = Int64GetDatum(bv.used);
+	n[2] = false;
+	v[3] = Int64GetDatum(bv.remaining);
+	n[3] = !bv.limited;
+	*resets_at = TimestampTzGetDatum(bv.resets_at);
+	return bv.resets;
 }
 
 /*
@@ -255,27 +280,10 @@ credit_status(PG_FUNCTION_ARGS)
 		memcpy(&snap, &enrich_shared->prov[k], offsetof(EnrichProviderShared, stats));
 		LWLockRelease(enrich_shared->lock);
 
-		v[1] = Int64GetDatum(snap.credit_limit);
-		n[1] = snap.credit_limit < 0;
-		v[2] = us_interval(snap.credit_period_us);
-		n[2] = snap.credit_period_us <= 0;
-		v[3] = Int64GetDatum(snap.credits_used);
-		v[4] = Int64GetDatum(Max(snap.credit_limit - snap.credits_used - snap.credits_reserved, 0));
-		n[4] = snap.credit_limit < 0;
-		v[5] = Int64GetDatum(snap.credits_reserved);
+		n[7] = !enrich_budget_columns(&snap.budget, &v[1], &n[1], &v[7]);
+		v[5] = Int64GetDatum(snap.budget.credits_reserved);
 		v[6] = Int64GetDatum(snap.provider_balance);
 		n[6] = snap.provider_balance < 0;
-		v[7] = TimestampTzGetDatum(snap.period_start + snap.credit_period_us);
-		n[7] = snap.credit_limit < 0 || snap.credit_period_us <= 0;
-		if (!n[7] && snap.period_start + snap.credit_period_us <= GetCurrentTimestamp())
-		{
-			/* the period has turned but nobody has asked since */
-			v[3] = Int64GetDatum(0);
-			v[4] = Int64GetDatum(Max(snap.credit_limit - snap.credits_reserved, 0));
-			v[7] = TimestampTzGetDatum(snap.period_start +
-									   ((GetCurrentTimestamp() - snap.period_start) / snap.credit_period_us + 1) *
-									   snap.credit_period_us);
-		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v, n);
 	}
 	return (Datum) 0;
@@ -358,13 +366,13 @@ stats_reset(PG_FUNCTION_ARGS)
 Datum
 resume(PG_FUNCTION_ARGS)
 {
-	EnrichKind	kind = provider_arg(PG_GETARG_TEXT_PP(0));
+	EnrichKind	kind = enrich_provider_arg(PG_GETARG_TEXT_PP(0));
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
 
 	enrich_require_primary("resume a provider");
 	enrich_require_shared("enrich.resume");
-	require_limit_privilege("resume");
+	enrich_require_limit_privilege("resume");
 	enrich_unpause(kind, PAUSE_NONE);
 	enrich_rate_forget(kind);
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));

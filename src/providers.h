@@ -101,6 +101,7 @@ typedef struct EnrichJob
 	char	   *fields;			/* LeadLex: the fields whitelist, NULL: all */
 	int64		queue_id;		/* worker: the enrich.queue row */
 	Oid			role;			/* whose charge its answer is (the session's role) */
+	EnrichRoleRef credit;		/* the role budget it counts under (credits_role.c) */
 	char		path;			/* 's'ync (the default), 'b'atch or 'w'orker */
 	EnrichTransfer xfer;
 	EnrichOutcome out;

@@ -12,14 +12,15 @@
  * run without shared limits (a set credit limit refuses spending), and
  * the functions that need the worker raise 55000.
  *
- * Whatever a process counts in the shared totals (a reserved credit, a
- * request in flight) it also counts in a holder slot of its own, indexed
- * by its PGPROC number.  A before_shmem_exit callback gives the slot back
- * however the process ends (ERROR that ends it, FATAL, pg_terminate_backend,
- * a lost client); a session's transaction abort does the same for what an
- * ERROR left; and a process that finds the budget held by others sweeps
- * the slots of processes that are gone.  A release only ever gives back
- * what the releasing process holds, so releasing twice is harmless.
+ * Whatever a process counts in the shared totals (a reserved credit of a
+ * provider's budget or of a role's, a request in flight) it also counts in
+ * a holder slot of its own, indexed by its PGPROC number.  A
+ * before_shmem_exit callback gives the slot back however the process ends
+ * (ERROR that ends it, FATAL, pg_terminate_backend, a lost client); a
+ * session's transaction abort does the same for what an ERROR left; and a
+ * process that finds a budget held by others sweeps the slots of
+ * processes that are gone.  A release only ever gives back what the
+ * releasing process holds, so releasing twice is harmless.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,11 +41,27 @@
 
 EnrichShared *enrich_shared = NULL;
 
+/*
+ * How many role budgets one process can hold reservations of at once (a
+ * session holds one at most: all its requests are its role's; the worker
+ * may hold more, and waits when its slot is full).
+ */
+#define HOLD_ROLES 16
+
+/* What a process holds reserved of a role budget (credits_role.c). */
+typedef struct EnrichRoleHold
+{
+	int32		entry;			/* in enrich_shared->roles */
+	uint32		gen;			/* the entry's generation when reserved */
+	int32		reserved;		/* 0: a free place */
+} EnrichRoleHold;
+
 /* A process's holder slot; slot i belongs to the process with pgprocno i. */
 typedef struct EnrichHolder
 {
 	pid_t		pid;			/* the process that last used it, 0: none */
 	EnrichHold	hold[ENRICH_NUM_KINDS];
+	EnrichRoleHold role[HOLD_ROLES];
 } EnrichHolder;
 
 /* The slots, one per PGPROC a backend or background worker can have. */
@@ -86,11 +103,12 @@ enrich_shmem_startup(void)
 	{
 		memset(enrich_shared, 0, sizeof(EnrichShared));
 		enrich_shared->lock = &(GetNamedLWLockTranche("enrich"))->lock;
+		enrich_shared->role_version = 1;
 		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 		{
 			EnrichProviderShared *p = &enrich_shared->prov[k];
 
-			p->credit_limit = -1;
+			p->budget.credit_limit = -1;
 			p->provider_balance = -1;
 			p->rl_remaining = -1;
 			enrich_ratelearn_init(&p->learner, &p->window);
@@ -139,10 +157,20 @@ release_holder(EnrichHolder *h)
 		EnrichProviderShared *p = &enrich_shared->prov[k];
 		EnrichHold *hold = &h->hold[k];
 
-		p->credits_reserved -= Min(hold->reserved, p->credits_reserved);
+		p->budget.credits_reserved -= Min(hold->reserved, p->budget.credits_reserved);
 		p->in_flight -= Min(hold->in_flight, p->in_flight);
 		hold->reserved = 0;
 		hold->in_flight = 0;
+	}
+	for (int i = 0; i < HOLD_ROLES; i++)
+	{
+		EnrichRoleHold *rh = &h->role[i];
+		EnrichRoleBudget *e = &enrich_shared->roles[rh->entry];
+
+		/* a budget removed since (its entry free, or taken again) is let be */
+		if (rh->reserved > 0 && OidIsValid(e->role) && e->gen == rh->gen)
+			e->budget.credits_reserved -= Min(rh->reserved, e->budget.credits_reserved);
+		rh->reserved = 0;
 	}
 }
 
@@ -225,6 +253,62 @@ enrich_holder_mine(EnrichKind kind)
 }
 
 /*
+ * Counts a credit reserved of a role budget (entry, generation) in this
+ * process's holder slot.  Returns false when the slot has no place for
+ * another budget: the caller must not reserve then.  Caller holds the
+ * lock exclusively.
+ */
+bool
+enrich_holder_role_take(int entry, uint32 gen)
+{
+	EnrichRoleHold *free_place = NULL;
+
+	if (my_holder == NULL)
+		return false;
+	for (int i = 0; i < HOLD_ROLES; i++)
+	{
+		EnrichRoleHold *rh = &my_holder->role[i];
+
+		if (rh->reserved > 0 && rh->entry == entry && rh->gen == gen)
+		{
+			rh->reserved++;
+			return true;
+		}
+		if (rh->reserved == 0 && free_place == NULL)
+			free_place = rh;
+	}
+	if (free_place == NULL)
+		return false;
+	free_place->entry = entry;
+	free_place->gen = gen;
+	free_place->reserved = 1;
+	return true;
+}
+
+/*
+ * Takes a credit of a role budget off this process's holder slot; returns
+ * whether it was counted there (and so may be given back to the budget).
+ * Caller holds the lock exclusively.
+ */
+bool
+enrich_holder_role_give(int entry, uint32 gen)
+{
+	if (my_holder == NULL)
+		return false;
+	for (int i = 0; i < HOLD_ROLES; i++)
+	{
+		EnrichRoleHold *rh = &my_holder->role[i];
+
+		if (rh->reserved > 0 && rh->entry == entry && rh->gen == gen)
+		{
+			rh->reserved--;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
  * Requests in flight counted in the holder slot `procno` (for every
  * provider).  Caller holds the lock.
  */
@@ -265,6 +349,8 @@ enrich_holders_sweep(TimestampTz now)
 		{
 			for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 				found |= h->hold[k].reserved > 0 || h->hold[k].in_flight > 0;
+			for (int i = 0; i < HOLD_ROLES; i++)
+				found |= h->role[i].reserved > 0;
 			release_holder(h);
 			h->pid = 0;
 		}

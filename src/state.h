@@ -88,16 +88,8 @@ typedef struct EnrichProviderShared
 	EnrichRateLearner learner;	/* the rate learned from its 429s */
 
 	/* the local credit budget (enrich.set_credit_limit) */
-	int64		credit_limit;	/* -1: none */
-	int64		credit_period_us;	/* 0: a total */
-	TimestampTz period_start;
-	int64		credits_used;	/* charged answers in this period */
-	/* of those, charged before this server started (see credits.c) */
-	int64		used_saved;		/* credit_limits.used as saved then */
-	int64		used_ledgers;	/* counted in the ledgers so far */
-	int64		credits_reserved;	/* requests in flight */
+	EnrichBudget budget;
 	int64		credits_total;	/* since start */
-	uint64		usage_version;	/* one more at each change of the use */
 
 	pg_atomic_uint64 stats[ENRICH_NUM_STATS];
 } EnrichProviderShared;
@@ -131,6 +123,18 @@ typedef struct EnrichDbWorker
 /* The most databases whose ledgers the budgets count. */
 #define ENRICH_MAX_LEDGERS 128
 
+/* The most budgets of roles (enrich.set_role_credit_limit) in the cluster. */
+#define ENRICH_MAX_ROLE_BUDGETS 64
+
+/* A role's budget for one provider (credits_role.c). */
+typedef struct EnrichRoleBudget
+{
+	Oid			role;			/* InvalidOid: a free entry */
+	EnrichKind	kind;
+	uint32		gen;			/* one more each time the entry is taken */
+	EnrichBudget budget;
+} EnrichRoleBudget;
+
 typedef struct EnrichShared
 {
 	LWLock	   *lock;
@@ -144,6 +148,9 @@ typedef struct EnrichShared
 	int			nledgers;
 	Oid			ledger_db[ENRICH_MAX_LEDGERS];
 	pid_t		ledger_by[ENRICH_MAX_LEDGERS];	/* counting now, 0: done */
+	/* the roles' budgets; role_version is one more at each taken or freed entry */
+	uint64		role_version;
+	EnrichRoleBudget roles[ENRICH_MAX_ROLE_BUDGETS];
 	EnrichProviderShared prov[ENRICH_NUM_KINDS];
 } EnrichShared;
 
@@ -162,6 +169,8 @@ extern void enrich_wake_worker(void);
 extern void enrich_holder_attach(void);
 extern EnrichHold *enrich_holder_mine(EnrichKind kind);
 extern int	enrich_holder_in_flight(int procno);
+extern bool enrich_holder_role_take(int entry, uint32 gen);
+extern bool enrich_holder_role_give(int entry, uint32 gen);
 extern bool enrich_holders_sweep(TimestampTz now);
 
 /* ---- stats.c ---- */
@@ -190,16 +199,58 @@ typedef enum EnrichReserve
 	RESERVE_OK,
 	RESERVE_WAIT,				/* all reserved by requests in flight */
 	RESERVE_NONE,				/* spent */
+	RESERVE_STALE,				/* the role budgets changed: resolve again */
 } EnrichReserve;
 
-extern EnrichReserve enrich_credit_reserve(EnrichKind kind);
+/*
+ * The role budget a request counts under, as resolved for its role
+ * (credits_role.c), and what it holds of it.
+ */
+typedef struct EnrichRoleRef
+{
+	uint64		version;		/* role_version when resolved, 0: not yet */
+	int			entry;			/* in enrich_shared->roles, -1: none */
+	uint32		gen;			/* the entry's generation then */
+	bool		held;			/* a credit of it is reserved */
+	bool		refused;		/* the last refusal was the role budget's */
+	NameData	name;			/* the limited role, for messages */
+} EnrichRoleRef;
+
+extern EnrichReserve enrich_credit_reserve(EnrichKind kind, Oid role, EnrichRoleRef *ref);
 extern int64 enrich_credit_available(EnrichKind kind);
-extern void enrich_credit_settle(EnrichKind kind, bool reserved, bool charged,
-								 int64 balance);
+extern void enrich_credit_settle(EnrichKind kind, EnrichRoleRef *ref, bool reserved,
+								 bool charged, int64 balance);
 extern void enrich_limits_load(void);
-extern void enrich_credit_add_earlier(EnrichKind kind, TimestampTz at, int64 n);
+extern void enrich_role_budgets_reload(void);
 extern void enrich_limits_save_usage(void);
 extern void enrich_limits_check_unshared(EnrichKind kind);
+
+/* ---- credits_ledger.c ---- */
+extern void enrich_credit_add_earlier(EnrichKind kind, Oid role, TimestampTz at, int64 n);
+extern void enrich_credits_count_ledger(void);
+
+/* ---- credits_role.c ---- */
+/* A row of enrich.role_credit_limits. */
+typedef struct EnrichRoleLimitRow
+{
+	Oid			role;
+	EnrichKind	kind;
+	int64		credits;
+	int64		per_us;			/* 0: a total */
+	TimestampTz period_start;
+} EnrichRoleLimitRow;
+
+extern int	enrich_role_pick(Oid role, const Oid *limited, int n);
+extern void enrich_role_resolve(EnrichKind kind, Oid role, EnrichRoleRef *ref);
+extern EnrichBudget *enrich_role_budget_of(const EnrichRoleRef *ref);
+extern int64 enrich_credit_role_available(EnrichKind kind, Oid role, int *entry);
+extern int	enrich_role_budgets_count(EnrichKind kind);
+extern int	enrich_role_limits_fetch(EnrichRoleLimitRow **rows, bool latest);
+extern int	enrich_role_budgets_apply(const EnrichRoleLimitRow *rows, int n);
+extern bool enrich_role_budget_set(Oid role, EnrichKind kind, int64 credits, int64 per_us,
+								   TimestampTz now, TimestampTz *start);
+extern int	enrich_role_budgets_snapshot(EnrichRoleBudget *out, int *index);
+extern void enrich_role_limits_save(void);
 
 /* ---- rate.c ---- */
 extern int64 enrich_rate_acquire(EnrichKind kind, bool honour_pauses, EnrichPause *why);

@@ -2,8 +2,8 @@
  *
  * worker_house.c
  *	  The worker's housekeeping: the version check, recovery of in-flight
- *	  items, waiting_credits parking, and the queue pass (orphans and
- *	  retention).
+ *	  items, waiting_credits parking (per role when roles have budgets of
+ *	  their own), and the queue pass (orphans and retention).
  *
  * Housekeeping runs inside a turn's transaction, once a second or when
  * woken.  When the worker starts, in_flight items are queued again; a
@@ -71,40 +71,152 @@ extension_installed(void)
 }
 
 /*
- * Parks queued work of a provider whose budget is spent (or that answered
- * 402) as waiting_credits, and resumes parked work when credits are there.
+ * Parks the queued items of a provider as waiting_credits: all of them, or
+ * (roles not NULL) those requested by these roles.
  */
 static void
-balance_credits(EnrichKind kind)
+park(EnrichKind kind, Oid *roles, int n)
 {
-	Oid			types[2] = {TEXTOID, INT8OID};
+	Oid			types[2] = {TEXTOID, OIDARRAYOID};
 	Datum		values[2];
-	TimestampTz until;
-	EnrichPause pause = enrich_paused(kind, &until);
-	int64		avail = enrich_credit_available(kind);
+	char		nulls[2] = {' ', roles ? ' ' : 'n'};
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
 
+	for (int i = 0; i < n; i++)
+		d[i] = ObjectIdGetDatum(roles[i]);
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
-	if (avail == 0 || (pause == PAUSE_CREDITS && until > GetCurrentTimestamp()))
-	{
-		if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'waiting_credits', updated_at = pg_catalog.now() "
-								  "WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) $1",
-								  1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not park queue items");
-		return;
-	}
-	/* a credit pause that has run out lets one probe through */
-	values[1] = Int64GetDatum(pause == PAUSE_CREDITS ? 1 : Min(avail, PG_INT64_MAX / 2));
+	values[1] = roles ? enrich_make_array(d, NULL, n, OIDOID) : (Datum) 0;
+	if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'waiting_credits', updated_at = pg_catalog.now() "
+							  "WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) $1 "
+							  "  AND ($2 IS NULL OR requested_by::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($2))",
+							  2, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not park queue items");
+}
+
+/*
+ * Queues again up to `limit` items of a provider waiting for credits, the
+ * oldest first: all of them, or (roles not NULL) those requested by these
+ * roles, and with_null those requested by nobody.  Returns how many.
+ */
+static int64
+resume(EnrichKind kind, Oid *roles, int n, bool with_null, int64 limit)
+{
+	Oid			types[4] = {TEXTOID, INT8OID, OIDARRAYOID, BOOLOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', roles ? ' ' : 'n', ' '};
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	if (limit <= 0)
+		return 0;
+	for (int i = 0; i < n; i++)
+		d[i] = ObjectIdGetDatum(roles[i]);
+	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
+	values[1] = Int64GetDatum(Min(limit, PG_INT64_MAX / 2));
+	values[2] = roles ? enrich_make_array(d, NULL, n, OIDOID) : (Datum) 0;
+	values[3] = BoolGetDatum(with_null);
 	/* picked once, as the claim does (queue.c): a rescan would pick more */
 	if (SPI_execute_with_args("WITH picked AS MATERIALIZED (SELECT id FROM enrich.queue "
 							  "  WHERE status OPERATOR(pg_catalog.=) 'waiting_credits' AND kind OPERATOR(pg_catalog.=) $1 "
+							  "    AND ($3 IS NULL OR requested_by::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($3) "
+							  "         OR ($4 AND requested_by IS NULL)) "
 							  "  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) "
 							  "UPDATE enrich.queue q SET status = 'queued', next_attempt_at = pg_catalog.now(), "
 							  "updated_at = pg_catalog.now() "
 							  "FROM picked p WHERE q.id OPERATOR(pg_catalog.=) p.id",
-							  2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+							  4, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not resume queue items");
 	if (SPI_processed > 0)
 		enrich_worker.more_due[kind] = true;
+	return (int64) SPI_processed;
+}
+
+/*
+ * With role budgets for the provider: parks the queued items of the roles
+ * whose budget is spent, and resumes waiting items of the others, no more
+ * of a budget's roles than it has left, no more in all than `avail`.
+ * Looks at the roles of the items waiting, so only when roles have
+ * budgets for the provider.
+ */
+static void
+balance_roles(EnrichKind kind, int64 avail)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(enrich_kind_name(kind))};
+	Oid		   *roles;
+	int		   *entry;
+	int64	   *left;
+	Oid		   *of;
+	int			n;
+	int			m = 0;
+
+	if (SPI_execute_with_args("SELECT DISTINCT requested_by::pg_catalog.oid FROM enrich.queue "
+							  "WHERE status OPERATOR(pg_catalog.=) ANY ('{queued,waiting_credits}') "
+							  "  AND kind OPERATOR(pg_catalog.=) $1 AND requested_by IS NOT NULL",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the roles of queue items");
+	n = (int) SPI_processed;
+	roles = palloc(sizeof(Oid) * Max(n, 1));
+	entry = palloc(sizeof(int) * Max(n, 1));
+	left = palloc(sizeof(int64) * Max(n, 1));
+	of = palloc(sizeof(Oid) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		roles[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		left[i] = enrich_credit_role_available(kind, roles[i], &entry[i]);
+		if (left[i] == 0)
+			of[m++] = roles[i];
+	}
+	if (m > 0)
+		park(kind, of, m);
+	/* the roles without a budget, and items of nobody */
+	m = 0;
+	for (int i = 0; i < n; i++)
+		if (entry[i] < 0)
+			of[m++] = roles[i];
+	avail -= resume(kind, of, m, true, avail);
+	/* each budget's roles, up to what it has left */
+	for (int i = 0; i < n; i++)
+	{
+		if (entry[i] < 0 || left[i] == 0)
+			continue;
+		m = 0;
+		for (int j = i; j < n; j++)
+			if (entry[j] == entry[i] && left[j] != 0)
+			{
+				of[m++] = roles[j];
+				if (j > i)
+					left[j] = 0;	/* done with this budget */
+			}
+		avail -= resume(kind, of, m, false, Min(left[i], avail));
+	}
+}
+
+/*
+ * Parks queued work of a provider whose budget is spent (or that answered
+ * 402) as waiting_credits, and resumes parked work when credits are
+ * there; with role budgets, per role (balance_roles).
+ */
+static void
+balance_credits(EnrichKind kind)
+{
+	TimestampTz until;
+	EnrichPause pause = enrich_paused(kind, &until);
+	int64		avail = enrich_credit_available(kind);
+
+	if (avail == 0 || (pause == PAUSE_CREDITS && until > GetCurrentTimestamp()))
+	{
+		park(kind, NULL, 0);
+		return;
+	}
+	/* a credit pause that has run out lets one probe through */
+	if (pause == PAUSE_CREDITS)
+		avail = 1;
+	if (enrich_role_budgets_count(kind) == 0)
+		(void) resume(kind, NULL, 0, true, avail);
+	else
+		balance_roles(kind, avail);
 }
 
 /* Once a second, or when woken: version check, recovery, spool, budgets. */

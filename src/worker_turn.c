@@ -107,6 +107,7 @@ fill_slot(EnrichKind kind, const EnrichClaimed *c)
 	strlcpy(s->job.idempotency_key, c->idempotency_key, sizeof(s->job.idempotency_key));
 	s->job.queue_id = c->id;
 	s->job.role = c->role;
+	enrich_role_resolve(kind, c->role, &s->job.credit);
 	s->job.path = 'w';
 	s->job.attempts = c->attempts - 1;
 	s->job.honour_pauses = true;
@@ -190,6 +191,23 @@ finish_from_cache(EnrichKind kind, EnrichClaimed *c, EnrichQueueUpdates *u,
 }
 
 /*
+ * Resolves again which role budget the held items not started yet count
+ * under: a role budget set or removed since their claim changes it, and
+ * their requests are started outside a transaction.
+ */
+static void
+resolve_held(void)
+{
+	for (int i = 0; i < enrich_worker.nslots; i++)
+	{
+		Slot	   *s = enrich_worker.slots[i];
+
+		if (s->used && !s->done && !s->job.active && !s->job.reserved)
+			enrich_role_resolve(s->job.kind, s->job.role, &s->job.credit);
+	}
+}
+
+/*
  * Claims work for the free slots: per provider no more than its pause,
  * concurrency cap, rate and credit budget let the worker hold.
  */
@@ -204,6 +222,7 @@ enrich_worker_claim_all(void)
 	EnrichQueueUpdates u = {0};
 
 	ensure_slots(conc);
+	resolve_held();
 	count_slots(&used, &active, held, waiting);
 	freed = false;
 	enrich_worker.claim_at = 0;

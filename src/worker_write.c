@@ -66,7 +66,11 @@ write_slot(Slot *s, EnrichQueueUpdates *u, int *ncache, char ***keys,
 				return;
 			}
 		case OUTCOME_NO_CREDITS:
-			/* a 402 has paused the provider (enrich_rate_observe) */
+			/*
+			 * a budget is spent, the provider's or the role's (housekeeping
+			 * resumes it), or a 402 has paused the provider
+			 * (enrich_rate_observe)
+			 */
 			enrich_queue_update(u, j->queue_id, "waiting_credits", o->message, 0, -1);
 			return;
 		default:

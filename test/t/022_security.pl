@@ -90,7 +90,7 @@ SELECT string_agg(p.oid::regprocedure::text, ' ' ORDER BY p.oid::regprocedure::t
    AND d.classid = 'pg_proc'::regclass AND has_function_privilege('nobody', p.oid, 'EXECUTE')});
 is($open,
 	'enrich.credit_status() enrich.estimate_credits(text,text[]) enrich.normalize_domain(text) '
-	  . 'enrich.normalize_linkedin_url(text) enrich.provider_stats() enrich.wait(interval)',
+	  . 'enrich.normalize_linkedin_url(text) enrich.provider_stats() enrich.role_credit_status() enrich.wait(interval)',
 	'PUBLIC may execute only what spends nothing: normalisers, estimate, wait, credits and stats');
 my $rels = $node->safe_psql('postgres', q{
 SELECT string_agg(c.oid::regclass::text || ':' ||
@@ -106,7 +106,8 @@ SELECT string_agg(c.oid::regclass::text || ':' ||
  GROUP BY r ORDER BY r COLLATE "C"});
 is($rels, join("\n", map {
 	join(' ', map { "enrich.$_" } 'auto_inbox:', 'auto_keys:', 'auto_targets:', 'companies:', 'credit_limits:',
-		'credits:r', 'leads:', 'ledger:', 'queue:', 'queue_id_seq:', 'rate_limits:', 'spend:', 'stats:r')
+		'credits:r', 'credits_by_role:r', 'leads:', 'ledger:', 'queue:', 'queue_id_seq:', 'rate_limits:',
+		'role_credit_limits:', 'spend:', 'stats:r')
 } 1 .. 2),
 	'no table of the extension is readable or writable by ordinary roles, with or without EXECUTE grants; the views are readable');
 for my $case (
@@ -118,6 +119,8 @@ for my $case (
 	[ q{INSERT INTO enrich.auto_inbox VALUES (1, 'company', 'free.com')}, 'write the inbox' ],
 	[ q{UPDATE enrich.credit_limits SET credits = NULL}, 'lift a budget directly' ],
 	[ q{SELECT enrich.set_credit_limit('leadlex', NULL)}, 'lift a budget' ],
+	[ q{DELETE FROM enrich.role_credit_limits}, 'lift a role\'s budget directly' ],
+	[ q{SELECT enrich.set_role_credit_limit('analyst', 'leadlex', NULL)}, 'lift a role\'s budget' ],
 	[ q{SELECT enrich.resume('leadlex')}, 'resume a paused provider' ])
 {
 	is(state_as('analyst', $case->[0]), '42501', "analyst may not $case->[1]");
