@@ -1,6 +1,6 @@
 # pg_dump and pg_restore keep what was paid for and what was set up: the
 # cached answers and no-matches with their metadata, the limits and the
-# credits used, the auto_enrich configuration (its triggers working), the
+# credits used, a role's budget (in force again after the restore), the auto_enrich configuration (its triggers working), the
 # raw keys waiting in its inbox and the unfinished queue items, with the
 # queue's sequence.  A custom-format dump goes through pg_restore into a
 # new database; a plain dump goes through psql -v ON_ERROR_STOP=1 into the
@@ -23,9 +23,10 @@ my $node = enrich_node('dump', extra_conf => "max_worker_processes = 3\n");
 emu_control({ reset => JSON::PP::true });
 
 my $log_at = -s $node->logfile;
-$node->safe_psql('postgres', 'CREATE DATABASE src');
+$node->safe_psql('postgres', 'CREATE DATABASE src; CREATE ROLE dump_team');
 $node->safe_psql('src', q{
 CREATE EXTENSION enrich;
+SELECT enrich.set_role_credit_limit('dump_team', 'leadlex', 300, '1 day');
 SELECT count(*) FROM enrich_companies(ARRAY(SELECT 'co-' || i || '.com' FROM generate_series(1, 100) i));
 SELECT enrich_company('nomatch-dump.com');
 SELECT enrich_lead('https://www.linkedin.com/in/dump-lead');
@@ -66,6 +67,7 @@ my %facts = (
 	leads => q{SELECT md5(string_agg(l::text, '|' ORDER BY linkedin_url)) || ' ' || count(*) FROM enrich.leads l},
 	rate_limits => q{SELECT string_agg(r::text, '|' ORDER BY provider) FROM enrich.rate_limits r},
 	credit_limits => q{SELECT string_agg(c::text, '|' ORDER BY provider) FROM enrich.credit_limits c},
+	role_credit_limits => q{SELECT string_agg(r::text, '|' ORDER BY role::text, provider) FROM enrich.role_credit_limits r},
 	auto_targets => q{SELECT string_agg(concat_ws(' ', target::text, kind, key_column, result_column, run_as::text), '|')
 	  FROM enrich.auto_targets},
 	auto_keys => q{SELECT md5(string_agg(concat_ws(' ', target::text, raw_key, key), '|' ORDER BY raw_key)) || ' ' || count(*)
@@ -84,6 +86,7 @@ my %kept = (
 	leads => q{SELECT md5(string_agg(l::text, '|' ORDER BY linkedin_url)) || ' ' || count(*) FROM enrich.leads l
 	  WHERE linkedin_url LIKE '%dump-lead'},
 	rate_limits => $facts{rate_limits},
+	role_credit_limits => $facts{role_credit_limits},
 	auto_targets => $facts{auto_targets},
 	auto_keys => q{SELECT md5(string_agg(concat_ws(' ', target::text, raw_key, key), '|' ORDER BY raw_key)) || ' ' || count(*)
 	  FROM enrich.auto_keys WHERE raw_key LIKE 'co-%'},
@@ -139,8 +142,10 @@ is($node->safe_psql('dst', q{SELECT nextval('enrich.queue_id_seq')}), '5001', 'q
 # src and dst are done with (and leave no worker to take the slot of
 # postgres's)
 $node->safe_psql('postgres', 'DROP DATABASE src; DROP DATABASE dst;');
-# the budget in shared memory differs from the dumped one until the restore
-$node->safe_psql('postgres', q{SELECT enrich.set_credit_limit('leadlex', NULL)});
+# the budgets in shared memory differ from the dumped ones until the restore
+$node->safe_psql('postgres', q{SELECT enrich.set_credit_limit('leadlex', NULL);
+SELECT enrich.set_role_credit_limit('dump_team', 'leadlex', NULL)});
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrich.credits_by_role}), '0', 'no role budget before the restore');
 # an empty database to restore into (the dump creates the schema too)
 $node->safe_psql('postgres', 'DROP EXTENSION enrich; DROP SCHEMA enrich');
 emu_control({ reset => JSON::PP::true });
@@ -170,6 +175,8 @@ is($node->safe_psql('postgres', q{SELECT min(id) FROM enrich.queue WHERE key LIK
 	'new items get ids after the restored ones');
 ok(poll_until($node, q{SELECT credit_limit = 1000 AND used >= 42 FROM enrich.credits WHERE provider = 'leadlex'}),
 	'the restored budget and its use are in force');
+is($node->safe_psql('postgres', q{SELECT role || ' ' || provider || ' ' || credit_limit || ' ' || period FROM enrich.credits_by_role}),
+	'dump_team leadlex 300 1 day', 'and so is the restored role budget');
 
 $node->safe_psql('postgres', q{INSERT INTO accounts VALUES (61, 'co-11.com')});
 ok(poll_until($node, q{SELECT info->>'domain' FROM accounts WHERE id = 61}, 'co-11.com', 30),
