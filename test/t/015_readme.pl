@@ -34,7 +34,7 @@ my %blocks;
 	}
 }
 is(join(' ', map { "$_:" . scalar(grep { $_->[0] eq 'sql' } @{ $blocks{$_} }) } sort keys %blocks),
-	'DBAs:6 analysts:5 applications:2', 'the README has the recipes this test knows');
+	'DBAs:7 analysts:5 applications:2', 'the README has the recipes this test knows');
 
 start_emulator();
 my $node = enrich_node('readme');
@@ -136,10 +136,14 @@ for my $sql (@dba[1 .. $#dba])
 }
 is($node->safe_psql('crm', q{SELECT string_agg(provider || ':' || coalesce(credit_limit::text, 'none'), ',' ORDER BY provider) FROM enrich.credits}),
 	'leadlex:1000,slintel:none', 'DBAs: the budgets the recipe set');
+is($node->safe_psql('crm', q{SELECT string_agg(role || ':' || provider || ':' || credit_limit, ',') FROM enrich.credits_by_role}),
+	'analysts:leadlex:200', 'DBAs: the role budget the recipe left');
 ok($node->safe_psql('crm', q{SELECT has_function_privilege('analysts', 'enrich_company(text)', 'EXECUTE')}) eq 't',
 	'DBAs: analysts may enrich');
 is($node->safe_psql('crm', q{SET ROLE analysts; SELECT enrich_company('readme-crm.com')->>'domain'}),
 	'readme-crm.com', 'DBAs: and do, with the keys set by ALTER SYSTEM');
+is($node->safe_psql('crm', q{SELECT used FROM enrich.credits_by_role WHERE role = 'analysts'::regrole}),
+	'1', 'DBAs: under their budget');
 
 $node->stop;
 done_testing();
