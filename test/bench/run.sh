@@ -23,7 +23,7 @@ set -uo pipefail
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases"
+ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases ledger"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -721,6 +721,35 @@ bench_retention() {
   q "ALTER SYSTEM RESET enrich.queue_retention" "SELECT pg_reload_conf()" >/dev/null
 }
 
+bench_ledger() {
+  local n=${LEDGER_ITEMS:-50000} run rounds=2 r on=0 off=0 bytes rows
+  say
+  say "== 12. the ledger: the worker draining $n items at 0 ms with enrich.ledger, and with it set aside, $rounds rounds each"
+  set_latency 0
+  set_conc 256
+  for r in $(seq 1 $rounds); do
+    for run in on off; do
+      # each run from the same state: empty queue, cache and ledger, after a checkpoint
+      q "TRUNCATE enrich.queue, enrich.companies, enrich.ledger" "CHECKPOINT" >/dev/null
+      # without a table named enrich.ledger no charge is recorded (as under 0.2.0's SQL)
+      [ $run = off ] && q "ALTER TABLE enrich.ledger RENAME TO ledger_set_aside" >/dev/null
+      drain "led$r$run" "$n"
+      [ $run = off ] && q "ALTER TABLE enrich.ledger_set_aside RENAME TO ledger" >/dev/null
+      say "  round $r, ledger $run: $DR_RATE items/s"
+      if [ $run = on ]; then
+        on=$(calc "$on + $DR_RATE / $rounds")
+        rows=$(q "SELECT count(*) FROM enrich.ledger")
+        [ "$rows" = "$n" ] || fail "ledger: $rows rows for $n charges"
+        bytes=$(q "SELECT pg_total_relation_size('enrich.ledger') / count(*) FROM enrich.ledger")
+      else
+        off=$(calc "$off + $DR_RATE / $rounds")
+      fi
+    done
+  done
+  say "  drain: ledger on $on items/s, set aside $off items/s, ratio $(calc "$on / $off" %.2f); $bytes bytes per charge (table and indexes)"
+  row "worker, $n items at 0 ms, with \`enrich.ledger\`" "$on items/s; $bytes bytes per charge" "$off items/s without the ledger" "$(calc "$on / $off" %.2f)" "≥ 0.95" "mean of $rounds alternating rounds"
+}
+
 emu_setup
 want emu && bench_emu
 want sync && bench_sync
@@ -731,6 +760,7 @@ want auto && bench_auto
 want rate && bench_rate
 want retention && bench_retention
 want databases && bench_databases
+want ledger && bench_ledger
 
 # ---------------------------------------------------------------- report
 TABLE=$(
