@@ -263,7 +263,7 @@ enrich_credit_add_earlier(EnrichKind kind, TimestampTz at, int64 n)
 {
 	EnrichProviderShared *p;
 
-	if (enrich_shared == NULL || at >= PgStartTime)
+	if (enrich_shared == NULL || at >= enrich_shared->born)
 		return;
 	enrich_limits_load();
 	p = &enrich_shared->prov[kind];
@@ -389,11 +389,11 @@ ledger_count_mine(void)
 			Datum		values[3];
 			bool		isnull;
 
-			if (start[k] >= PgStartTime)
+			if (start[k] >= enrich_shared->born)
 				continue;
 			values[0] = CStringGetTextDatum(enrich_provider_key(k));
 			values[1] = TimestampTzGetDatum(start[k]);
-			values[2] = TimestampTzGetDatum(PgStartTime);
+			values[2] = TimestampTzGetDatum(enrich_shared->born);
 			if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM enrich.ledger "
 									  "WHERE provider OPERATOR(pg_catalog.=) $1 "
 									  "  AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3",
