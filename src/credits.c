@@ -16,22 +16,26 @@
  * shared memory no budget can be kept across sessions, so a set limit
  * refuses spending (55000).
  *
- * The credits used in the current period survive restarts and crashes:
- * every charge is a row of its database's enrich.ledger (ledger.c), as
- * durable as the answer.  After a start, a period's use is what this
- * server life charged plus what earlier lives did: the most of the use the
- * workers last saved in enrich.credit_limits and the ledgers' rows of the
- * period from before the start.  Each database's ledger is counted once,
- * by its first process that touches a budget (its worker, as it starts);
- * a charge an earlier life left in the spool is added as it is taken in.
- * So a budget never buys more than its limit, whatever restarts: at worst
- * a charge in the middle of being taken in at a crash counts twice.
+ * The credits used in the current period survive restarts, crashes and
+ * failovers: every charge is a row of its database's enrich.ledger
+ * (ledger.c), as durable as the answer, and streamed to standbys with it.
+ * A server life (a start, a crash restart, a promotion) begins to spend
+ * the first time a budget is touched outside recovery (born); a period's
+ * use is then what this life charged plus what came before: the most of
+ * the use the workers last saved in enrich.credit_limits and the ledgers'
+ * rows of the period from before born.  Each database's ledger is counted
+ * once, by its first process that touches a budget (its worker, as it
+ * starts); a charge an earlier life left in the spool is added as it is
+ * taken in.  So a budget never buys more than its limit, whatever
+ * restarts: at worst a charge in the middle of being taken in at a crash
+ * counts twice.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -46,6 +50,7 @@
 #include "state.h"
 
 static void limits_read(void);
+static void life_begins(void);
 static void ledger_count_mine(void);
 
 /* Moves the credit period forward if it has ended.  Caller holds the lock. */
@@ -177,7 +182,26 @@ enrich_limits_load(void)
 		return;
 	if (!enrich_shared->limits_loaded)
 		limits_read();
+	life_begins();
 	ledger_count_mine();
+}
+
+/*
+ * Marks when this server life may begin to spend: the first time a budget
+ * is touched outside recovery, after a start, a crash restart or a
+ * promotion.  Every charge of this life comes after (a request reserves
+ * first), and every charge before it -- of an earlier life, or streamed
+ * from the old primary to a standby now promoted -- is in a ledger.
+ */
+static void
+life_begins(void)
+{
+	if (enrich_shared->born != 0 || RecoveryInProgress())
+		return;
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (enrich_shared->born == 0)
+		enrich_shared->born = GetCurrentTimestamp();
+	LWLockRelease(enrich_shared->lock);
 }
 
 /* Reads both providers' limits into shared memory (enrich_limits_load). */
@@ -263,9 +287,11 @@ enrich_credit_add_earlier(EnrichKind kind, TimestampTz at, int64 n)
 {
 	EnrichProviderShared *p;
 
-	if (enrich_shared == NULL || at >= enrich_shared->born)
+	if (enrich_shared == NULL)
 		return;
 	enrich_limits_load();
+	if (at >= enrich_shared->born)
+		return;
 	p = &enrich_shared->prov[kind];
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
 	roll_period(p, GetCurrentTimestamp());
@@ -358,8 +384,8 @@ ledger_count_mine(void)
 	int64		n[ENRICH_NUM_KINDS] = {0};
 	Oid			nsp;
 
-	if (counted)
-		return;
+	if (counted || enrich_shared->born == 0)
+		return;					/* counted once this life spends */
 	nsp = get_namespace_oid("enrich", true);
 	if (!OidIsValid(get_relname_relid("ledger", nsp)))
 		return;					/* counted once the ledger is there */

@@ -100,7 +100,7 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	if (m == 0 || !ledger_exists())
 		return;
 	/* the budgets count this database's ledger before it gets older rows */
-	if (enrich_shared != NULL && at < enrich_shared->born)
+	if (enrich_shared != NULL)
 		enrich_limits_load();
 	args[0] = enrich_make_array(charge, NULL, m, TEXTOID);
 	args[1] = TimestampTzGetDatum(at);

@@ -86,8 +86,6 @@ enrich_shmem_startup(void)
 	{
 		memset(enrich_shared, 0, sizeof(EnrichShared));
 		enrich_shared->lock = &(GetNamedLWLockTranche("enrich"))->lock;
-		/* a start, or a crash restart: what came before is in the ledgers */
-		enrich_shared->born = GetCurrentTimestamp();
 		for (int k = 0; k < ENRICH_NUM_KINDS; k++)
 		{
 			EnrichProviderShared *p = &enrich_shared->prov[k];
