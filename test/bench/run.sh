@@ -684,7 +684,7 @@ bench_databases() {
 # enrich.queue_retention off (-1) and then at RETENTION_SECS: the queue's
 # table and index sizes after each chunk, and the drain rate of each run.
 bench_retention() {
-  local n=${RETENTION_ITEMS:-1000000} keep=${RETENTION_SECS:-60} step run setting i a b secs total sizes
+  local n=${RETENTION_ITEMS:-1000000} keep=${RETENTION_SECS:-60} step run setting i a b secs total sizes per_index
   local rate_off=0 rate_on=0 size_off= size_on= note_on=
   step=$((n / 10))
   say
@@ -710,6 +710,9 @@ bench_retention() {
       sizes=$(q "SELECT pg_size_pretty(pg_relation_size('enrich.queue')) || ' table, '
                      || pg_size_pretty(pg_indexes_size('enrich.queue')) || ' indexes, '
                      || count(*) || ' rows' FROM enrich.queue")
+      per_index=$(q "SELECT string_agg(c.relname || ' ' || pg_size_pretty(pg_relation_size(c.oid)), ', ' ORDER BY c.relname)
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'enrich.queue'::regclass")
+      say "    $per_index"
       say "  retention $run, $b items: $sizes; drained at $(calc "$b / $total") items/s so far"
     done
     [ $run = on ] && { cpu_end; note_on=$CPU_NOTE; }
