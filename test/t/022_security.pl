@@ -106,7 +106,7 @@ SELECT string_agg(c.oid::regclass::text || ':' ||
  GROUP BY r ORDER BY r COLLATE "C"});
 is($rels, join("\n", map {
 	join(' ', map { "enrich.$_" } 'auto_inbox:', 'auto_keys:', 'auto_targets:', 'companies:', 'credit_limits:',
-		'credits:r', 'leads:', 'queue:', 'queue_id_seq:', 'rate_limits:', 'stats:r')
+		'credits:r', 'leads:', 'ledger:', 'queue:', 'queue_id_seq:', 'rate_limits:', 'spend:', 'stats:r')
 } 1 .. 2),
 	'no table of the extension is readable or writable by ordinary roles, with or without EXECUTE grants; the views are readable');
 for my $case (
