@@ -17,15 +17,16 @@
  * memory on first use.  Without shared memory no budget can be kept
  * across sessions, so a set limit refuses spending (55000).
  *
- * The credits used in the current period survive restarts and crashes:
- * credits_ledger.c adds what earlier server lives charged, from the
- * ledgers.
+ * The credits used in the current period survive restarts, crashes and
+ * failovers: credits_ledger.c adds what came before this server life
+ * began to spend (life_begins), from the ledgers.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -40,6 +41,7 @@
 #include "state.h"
 
 static void limits_read(void);
+static void life_begins(void);
 
 /* Whether a credit of a budget can be reserved now (or soon, or not). */
 static EnrichReserve
@@ -227,7 +229,27 @@ enrich_limits_load(void)
 		return;
 	if (!enrich_shared->limits_loaded)
 		limits_read();
+	life_begins();
 	enrich_credits_count_ledger();
+}
+
+/*
+ * Marks when this server life may begin to spend: the first time a budget
+ * is touched outside recovery, after a start, a crash restart or a
+ * promotion.  Every charge of this life comes after (a request reserves
+ * first), and every charge before it -- of an earlier life, or streamed
+ * from the old primary to a standby now promoted -- is in a ledger
+ * (credits_ledger.c).
+ */
+static void
+life_begins(void)
+{
+	if (enrich_shared->born != 0 || RecoveryInProgress())
+		return;
+	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
+	if (enrich_shared->born == 0)
+		enrich_shared->born = GetCurrentTimestamp();
+	LWLockRelease(enrich_shared->lock);
 }
 
 /* Says that n rows of enrich.role_credit_limits found no place in shared memory. */

@@ -2,14 +2,18 @@
  *
  * credits_ledger.c
  *	  The credits of earlier server lives: what the ledgers say was used in
- *	  the budgets' current periods before this server started.
+ *	  the budgets' current periods before this server life began to spend.
  *
  * Every charge is a row of its database's enrich.ledger (ledger.c), as
- * durable as the answer, with the role it was charged on behalf of.  After
- * a start, a period's use is what this server life charged plus what
- * earlier lives did: for a provider, the most of the use the workers last
- * saved in enrich.credit_limits and the ledgers' rows of the period from
- * before the start; for a role's budget, the ledgers' rows of the period
+ * durable as the answer and streamed to standbys with it, with the role it
+ * was charged on behalf of.  A server life (a start, a crash restart, a
+ * promotion) begins to spend the first time a budget is touched outside
+ * recovery (enrich_shared->born, set by credits.c): every charge of this
+ * life comes after, every earlier one is in a ledger.  A period's use is
+ * what this life charged plus what came before: for a provider, the most
+ * of the use the workers last saved in enrich.credit_limits and the
+ * ledgers' rows of the period from before born; for a role's budget, the
+ * ledgers' rows of the period
  * of the roles that count under it (credits_role.c says which).  Each
  * database's ledger is counted once, by its first process that touches a
  * budget (its worker, as it starts); a charge an earlier life left in the
@@ -47,7 +51,7 @@ enrich_credit_add_earlier(EnrichKind kind, Oid role, TimestampTz at, int64 n)
 	EnrichBudget *b;
 	EnrichRoleRef ref = {0};
 
-	if (enrich_shared == NULL || at >= PgStartTime)
+	if (enrich_shared == NULL || enrich_shared->born == 0 || at >= enrich_shared->born)
 		return;
 	enrich_role_resolve(kind, role, &ref);
 	LWLockAcquire(enrich_shared->lock, LW_EXCLUSIVE);
@@ -159,11 +163,11 @@ count_providers(void)
 		Datum		values[3];
 		bool		isnull;
 
-		if (start[k] >= PgStartTime)
+		if (start[k] >= enrich_shared->born)
 			continue;
 		values[0] = CStringGetTextDatum(enrich_provider_key(k));
 		values[1] = TimestampTzGetDatum(start[k]);
-		values[2] = TimestampTzGetDatum(PgStartTime);
+		values[2] = TimestampTzGetDatum(enrich_shared->born);
 		if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM enrich.ledger "
 								  "WHERE provider OPERATOR(pg_catalog.=) $1 "
 								  "  AND at OPERATOR(pg_catalog.>=) $2 AND at OPERATOR(pg_catalog.<) $3",
@@ -218,13 +222,13 @@ count_roles_of(EnrichKind kind, const EnrichRoleBudget *budgets, int n, int64 *a
 		limited[i] = budgets[i].role;
 	}
 	qsort(sorted, n, sizeof(TimestampTz), cmp_timestamp);
-	if (sorted[0] >= PgStartTime)
+	if (sorted[0] >= enrich_shared->born)
 		return;					/* all began in this server life */
 	for (int i = 0; i < n; i++)
 		starts[i] = TimestampTzGetDatum(sorted[i]);
 	values[0] = CStringGetTextDatum(enrich_provider_key(kind));
 	values[1] = enrich_make_array(starts, NULL, n, TIMESTAMPTZOID);
-	values[2] = TimestampTzGetDatum(PgStartTime);
+	values[2] = TimestampTzGetDatum(enrich_shared->born);
 	if (SPI_execute_with_args("SELECT role::pg_catalog.oid, pg_catalog.width_bucket(at, $2), pg_catalog.count(*) "
 							  "FROM enrich.ledger WHERE provider OPERATOR(pg_catalog.=) $1 AND role IS NOT NULL "
 							  "  AND at OPERATOR(pg_catalog.>=) ($2)[1] AND at OPERATOR(pg_catalog.<) $3 "
@@ -306,8 +310,8 @@ enrich_credits_count_ledger(void)
 	int			save_sec;
 	Oid			nsp;
 
-	if (counted)
-		return;
+	if (counted || enrich_shared->born == 0)
+		return;					/* counted once this server life spends */
 	nsp = get_namespace_oid("enrich", true);
 	if (!OidIsValid(get_relname_relid("ledger", nsp)))
 		return;					/* counted once the ledger is there */

@@ -14,9 +14,10 @@
  * the primary key: an answer taken in twice -- a crash between the commit
  * of its row and the removal of its spool file -- is recorded once.
  *
- * A charge of an earlier server life recorded now (taken in from the
- * spool after a crash) is added to the budget's use (credits.c); those of
- * this life were counted as they were settled.
+ * A charge of an earlier server life (from before this one began to spend:
+ * a start, a crash restart, a promotion) recorded now, taken in from the
+ * spool after a crash, is added to the budgets' use (credits_ledger.c);
+ * those of this life were counted as they were settled.
  *
  *-------------------------------------------------------------------------
  */
@@ -126,8 +127,7 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	if (m == 0 || !ledger_exists())
 		return;
 	/* the budgets count this database's ledger before it gets older rows */
-	if (at < PgStartTime)
-		enrich_limits_load();
+	enrich_limits_load();
 	args[0] = enrich_make_array(charge, NULL, m, TEXTOID);
 	args[1] = TimestampTzGetDatum(at);
 	args[2] = CStringGetTextDatum(enrich_provider_key(kind));
@@ -147,7 +147,7 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record charges in enrich.ledger: %s", SPI_result_code_string(rc));
 	/* charges of an earlier server life count in the budgets now */
-	if (at < PgStartTime)
+	if (enrich_shared != NULL && at < enrich_shared->born)
 		add_earlier(kind, at);
 }
 

@@ -144,6 +144,7 @@ typedef struct EnrichShared
 	void	   *launcher_proc;	/* its PGPROC, or NULL */
 	EnrichDbWorker dbw[ENRICH_MAX_DATABASES];	/* dbworkers.c */
 	TimestampTz stats_reset;	/* when the statistics counters began */
+	TimestampTz born;			/* from when this server life spends, 0: not yet */
 	/* the databases whose ledger was counted (credits.c) */
 	int			nledgers;
 	Oid			ledger_db[ENRICH_MAX_LEDGERS];

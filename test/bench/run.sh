@@ -23,7 +23,7 @@ set -uo pipefail
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases"
+ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases ledger"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -684,13 +684,18 @@ bench_databases() {
 # enrich.queue_retention off (-1) and then at RETENTION_SECS: the queue's
 # table and index sizes after each chunk, and the drain rate of each run.
 bench_retention() {
-  local n=${RETENTION_ITEMS:-1000000} keep=${RETENTION_SECS:-60} step run setting i a b secs total sizes
+  local n=${RETENTION_ITEMS:-1000000} keep=${RETENTION_SECS:-60} step run setting i a b secs total sizes per_index
   local rate_off=0 rate_on=0 size_off= size_on= note_on=
   step=$((n / 10))
   say
-  say "== 11. queue retention: $n items through the queue in chunks of $step, retention off, then ${keep} s"
+  say "== 11. queue retention: $n items through the queue in chunks of $step, retention off, then ${keep} s (autovacuum_naptime 5 s)"
   set_latency 0
   set_conc 256
+  # At thousands of items a second the space of deleted rows, and of the
+  # index pages they empty, is used again only after autovacuum has been by:
+  # its default minute lets a million items' worth of pages go by unused.
+  # A DBA with this rate vacuums more often; both runs do.
+  q "ALTER SYSTEM SET autovacuum_naptime = '5s'" "SELECT pg_reload_conf()" >/dev/null
   for run in off on; do
     [ $run = off ] && setting=-1 || setting=$keep
     # each run from the same state: an empty queue and cache (else the second
@@ -710,6 +715,9 @@ bench_retention() {
       sizes=$(q "SELECT pg_size_pretty(pg_relation_size('enrich.queue')) || ' table, '
                      || pg_size_pretty(pg_indexes_size('enrich.queue')) || ' indexes, '
                      || count(*) || ' rows' FROM enrich.queue")
+      per_index=$(q "SELECT string_agg(c.relname || ' ' || pg_size_pretty(pg_relation_size(c.oid)), ', ' ORDER BY c.relname)
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'enrich.queue'::regclass")
+      say "    $per_index"
       say "  retention $run, $b items: $sizes; drained at $(calc "$b / $total") items/s so far"
     done
     [ $run = on ] && { cpu_end; note_on=$CPU_NOTE; }
@@ -718,7 +726,40 @@ bench_retention() {
   done
   say "  drain rate: retention ${keep} s $rate_on items/s, off $rate_off items/s, ratio $(calc "$rate_on / $rate_off" %.2f)"
   row "worker, $n items, \`queue_retention\` ${keep} s" "$rate_on items/s; queue at the end: $size_on" "$rate_off items/s, queue $size_off with retention off" "$(calc "$rate_on / $rate_off" %.2f)" "sizes bounded, ≥ 0.9" "$note_on"
-  q "ALTER SYSTEM RESET enrich.queue_retention" "SELECT pg_reload_conf()" >/dev/null
+  q "ALTER SYSTEM RESET enrich.queue_retention" "ALTER SYSTEM RESET autovacuum_naptime" "SELECT pg_reload_conf()" >/dev/null
+}
+
+bench_ledger() {
+  local n=${LEDGER_ITEMS:-50000} run rounds=${LEDGER_ROUNDS:-4} r on=0 off=0 bytes rows
+  say
+  say "== 12. the ledger: the worker draining $n items at 0 ms with enrich.ledger, and with it set aside, $rounds rounds each"
+  set_latency 0
+  set_conc 256
+  # a first drain warms the server, the worker and the emulator up
+  q "TRUNCATE enrich.queue, enrich.companies, enrich.ledger" >/dev/null
+  drain ledwarm "$n"
+  for r in $(seq 1 $rounds); do
+    # alternating which goes first
+    for run in $( ((r % 2)) && echo on off || echo off on); do
+      # each run from the same state: empty queue, cache and ledger, after a checkpoint
+      q "TRUNCATE enrich.queue, enrich.companies, enrich.ledger" "CHECKPOINT" >/dev/null
+      # without a table named enrich.ledger no charge is recorded (as under 0.2.0's SQL)
+      [ $run = off ] && q "ALTER TABLE enrich.ledger RENAME TO ledger_set_aside" >/dev/null
+      drain "led$r$run" "$n"
+      [ $run = off ] && q "ALTER TABLE enrich.ledger_set_aside RENAME TO ledger" >/dev/null
+      say "  round $r, ledger $run: $DR_RATE items/s"
+      if [ $run = on ]; then
+        on=$(calc "$on + $DR_RATE / $rounds")
+        rows=$(q "SELECT count(*) FROM enrich.ledger")
+        [ "$rows" = "$n" ] || fail "ledger: $rows rows for $n charges"
+        bytes=$(q "SELECT pg_total_relation_size('enrich.ledger') / count(*) FROM enrich.ledger")
+      else
+        off=$(calc "$off + $DR_RATE / $rounds")
+      fi
+    done
+  done
+  say "  drain: ledger on $on items/s, set aside $off items/s, ratio $(calc "$on / $off" %.2f); $bytes bytes per charge (table and indexes)"
+  row "worker, $n items at 0 ms, with \`enrich.ledger\`" "$on items/s; $bytes bytes per charge" "$off items/s without the ledger" "$(calc "$on / $off" %.2f)" "≥ 0.95" "mean of $rounds alternating rounds"
 }
 
 emu_setup
@@ -731,6 +772,7 @@ want auto && bench_auto
 want rate && bench_rate
 want retention && bench_retention
 want databases && bench_databases
+want ledger && bench_ledger
 
 # ---------------------------------------------------------------- report
 TABLE=$(

@@ -34,7 +34,7 @@ my %blocks;
 	}
 }
 is(join(' ', map { "$_:" . scalar(grep { $_->[0] eq 'sql' } @{ $blocks{$_} }) } sort keys %blocks),
-	'DBAs:7 analysts:5 applications:2', 'the README has the recipes this test knows');
+	'DBAs:8 analysts:5 applications:2', 'the README has the recipes this test knows');
 
 start_emulator();
 my $node = enrich_node('readme');
@@ -112,6 +112,7 @@ emu_control({ latency_ms => 0 });
 # DBAs: install in a database crm, with the keys filled in.
 $node->safe_psql('postgres', 'CREATE DATABASE crm');
 $node->safe_psql('postgres', 'CREATE ROLE analysts');
+$node->safe_psql('postgres', 'CREATE ROLE finance');
 my @dba = map { $_->[1] } grep { $_->[0] eq 'sql' } @{ $blocks{DBAs} };
 my $install = $dba[0];
 ok($install =~ s/'wbk_\.\.\.'/'wbk_test_key'/ && $install =~ s/slintel_api_key = '\.\.\.'/slintel_api_key = 'sl_test_key'/,

@@ -22,11 +22,12 @@ CREATE TABLE accounts (id int PRIMARY KEY, domain text, info jsonb);
 });
 my $standby = enrich_standby($primary, 'standby');
 
-# Streamed after the base backup: an answer, and two items that wait for
-# credits (a budget of 0) when the primary goes away.
+# Streamed after the base backup: a budget of 1 a month, an answer that
+# spends it, and two items that wait for credits when the primary goes
+# away.
 $primary->safe_psql('postgres', q{
+SELECT enrich.set_credit_limit('leadlex', 1, '1 month');
 SELECT enrich_company('after-backup.com');
-SELECT enrich.set_credit_limit('leadlex', 0);
 SELECT enrich.enqueue_company('promoted-1.com'), enrich.enqueue_company('promoted-2.com');
 });
 ok(poll_until($primary, q{SELECT count(*) FROM enrich.queue WHERE status = 'waiting_credits'}, '2'),
@@ -54,7 +55,7 @@ is($standby->safe_psql('postgres', q{SELECT string_agg(status, ',') FROM enrich_
 	'cached', 'standby: enrich_leads of a cached key');
 is($standby->safe_psql('postgres', q{SELECT enrich.estimate_credits('company', '{cached.com,miss-0.com}')}), '1',
 	'standby: estimate_credits');
-is($standby->safe_psql('postgres', q{SELECT credit_limit FROM enrich.credits WHERE provider = 'leadlex'}), '0',
+is($standby->safe_psql('postgres', q{SELECT credit_limit FROM enrich.credits WHERE provider = 'leadlex'}), '1',
 	'standby: enrich.credits shows the budget');
 is($standby->safe_psql('postgres', q{SELECT count(*) FROM enrich.stats}), '2', 'standby: enrich.stats');
 
@@ -91,6 +92,10 @@ $primary->stop;
 $standby->promote;
 ok(poll_until($standby, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'enrich worker'}, '1', 60),
 	'after promotion the worker runs');
+# the budget's use came with the ledger: spent on the old primary
+is($standby->safe_psql('postgres', q{SELECT used || '/' || remaining FROM enrich.credits WHERE provider = 'leadlex'}),
+	'1/0', 'the promoted standby counts what the old primary spent');
+is(sqlstate_of($standby, 'postgres', q{SELECT enrich_company('miss-0.com')}), '38R02', 'and buys nothing past it');
 $standby->safe_psql('postgres', q{SELECT enrich.set_credit_limit('leadlex', NULL)});
 is($standby->safe_psql('postgres', q{SELECT enrich_company('miss-1.com')->>'domain'}), 'miss-1.com',
 	'a miss is bought after promotion');

@@ -91,20 +91,62 @@ my $started = $node->start(fail_ok => 1);
 ok($started, 'the server starts again');
 is(used(), '12', 'a killed postmaster keeps the use');
 
+# 4b. A SIGKILL of a backend: the postmaster restarts every process and
+# makes shared memory anew (it keeps running: its start time stays).
+$node->safe_psql('postgres', q{SELECT enrich_company('led-crash.com') IS NOT NULL});
+my $victim = $node->background_psql('postgres', on_error_stop => 0);
+my $vpid = $victim->query_safe('SELECT pg_backend_pid()');
+ok(kill('KILL', $vpid), 'SIGKILL a backend');
+eval { $victim->quit };
+my $restarted = 0;
+for (1 .. 600)
+{
+	if ($node->log_contains(qr/all server processes terminated; reinitializing/)) { $restarted = 1; last; }
+	select(undef, undef, undef, 0.1);
+}
+ok($restarted, 'the postmaster restarts every process');
+ok(poll_until($node, q{SELECT used FROM enrich.credits WHERE provider = 'leadlex'}, '13', 60),
+	'the crash restart keeps the use');
+
+# 4c. The worker killed mid-batch, its requests in flight: LeadLex charged
+# them on arrival; after the crash restart they are sent again with the
+# same Idempotency-Keys and replayed for free, and those answers record the
+# charges.
+emu_control({ latency_ms => 2000 });
+$node->safe_psql('postgres',
+	q{SELECT count(enrich.enqueue_company(format('led-mid-%s.com', g))) FROM generate_series(1, 3) g});
+my $inflight = 0;
+for (1 .. 300)
+{
+	if ((emu_ledger()->{in_flight}{leadlex} // 0) >= 1) { $inflight = 1; last; }
+	select(undef, undef, undef, 0.05);
+}
+ok($inflight, 'requests of the worker are in flight')
+  or diag 'in flight: ' . (emu_ledger()->{in_flight}{leadlex} // 'none') . '; queue: '
+  . $node->safe_psql('postgres', q{SELECT string_agg(key || ' ' || status || ' ' || coalesce(last_error, ''), '; ') FROM enrich.queue WHERE key LIKE 'led-mid-%'})
+  . '; workers: ' . $node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'enrich worker'});
+my $worker = worker_pid($node);
+ok(kill('KILL', $worker), 'SIGKILL the worker');
+emu_control({ latency_ms => 0 });
+ok(poll_until($node, q{SELECT count(*) FROM enrich.queue WHERE key LIKE 'led-mid-%' AND status = 'done'}, '3', 60),
+	'after the crash restart the three items are done');
+is(charged(), 16, 'charged once each');
+is(used(), '16', 'and counted once each');
+
 # 5. An answer paid for in a transaction still open at an immediate
 # shutdown: spooled, not committed.  After the start the worker takes it
 # in from the spool; it counts once.
 my $open = $node->background_psql('postgres', on_error_stop => 0);
 $open->query_safe(q{BEGIN; SELECT enrich_company('led-open.com') IS NOT NULL;});
-is(charged(), 13, 'the open transaction bought one answer');
+is(charged(), 17, 'the open transaction bought one answer');
 $node->stop('immediate');
 eval { $open->quit };
 $node->start;
 ok(poll_until($node, q{SELECT count(*) FROM enrich.ledger WHERE key = 'led-open.com'}, '1', 30),
 	'its charge reaches the ledger from the spool');
-ok(poll_until($node, q{SELECT used FROM enrich.credits WHERE provider = 'leadlex'}, '13', 30),
+ok(poll_until($node, q{SELECT used FROM enrich.credits WHERE provider = 'leadlex'}, '17', 30),
 	'and counts in the budget once');
-is(ledger_rows(), '13/13/13', 'thirteen ledger rows, one per charge');
+is(ledger_rows(), '17/17/17', 'seventeen ledger rows, one per charge');
 
 # 6. The budget is never exceeded across all that: 20 in all.
 my $ok = 0;
@@ -115,8 +157,8 @@ for my $g (1 .. 10)
 	if ($rc == 0) { $ok++ }
 	elsif ($err =~ /38R02|credit/) { $refused++ }
 }
-is($ok, 7, 'seven more calls are paid for');
-is($refused, 3, 'and the rest are refused');
+is($ok, 3, 'three more calls are paid for');
+is($refused, 7, 'and the rest are refused');
 is(charged(), 20, 'the provider charged 20 in all: never past the budget');
 is(used(), '20', 'enrich.credits says 20');
 $node->stop('immediate');
