@@ -190,3 +190,16 @@ CREATE VIEW enrich.credits_by_role AS
       FROM enrich.role_credit_status();
 COMMENT ON VIEW enrich.credits_by_role IS 'credit budgets of roles (of the whole cluster): limit, period, used, remaining, when the period resets';
 GRANT SELECT ON enrich.credits_by_role TO PUBLIC;
+
+------------------------------------------------------------------------
+-- The worker's claim takes due queued items in order through
+-- queue_due_idx.  An index on status that also held the queued items
+-- offered the planner another way, which it took whenever the statistics
+-- said few items were queued (after a day of finished items, a bulk
+-- enqueue): every queued item fetched and sorted for each claim of a few
+-- hundred.  The index keeps what only it serves: items in flight and
+-- waiting for credits.
+------------------------------------------------------------------------
+DROP INDEX enrich.queue_pending_idx;
+CREATE INDEX queue_pending_idx ON enrich.queue (status)
+    WHERE status IN ('in_flight', 'waiting_credits');

@@ -90,6 +90,7 @@ extern void enrich_require_primary(const char *what);
 extern Oid	enrich_owner(void);
 extern struct _SPI_plan *enrich_keep_plan(struct _SPI_plan **slot, const char *sql,
 										  int nargs, Oid *types);
+extern void enrich_forget_plans(void);
 extern void enrich_as_owner_begin(Oid *save_userid, int *save_sec);
 extern void enrich_as_owner_end(Oid save_userid, int save_sec);
 extern void enrich_exec_as_owner(const char *sql, int nargs, Oid *types, Datum *values,

@@ -76,6 +76,11 @@ enrich_as_owner_end(Oid save_userid, int save_sec)
 	PopOverrideSearchPath();
 }
 
+/* The slots of the kept plans, so that they can be forgotten. */
+#define MAX_KEPT_PLANS 64
+static SPIPlanPtr *kept_slots[MAX_KEPT_PLANS];
+static int	nkept = 0;
+
 /* Prepares and keeps a plan on first use (connected to SPI). */
 SPIPlanPtr
 enrich_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
@@ -83,14 +88,39 @@ enrich_keep_plan(SPIPlanPtr *slot, const char *sql, int nargs, Oid *types)
 	if (*slot == NULL)
 	{
 		SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+		bool		known = false;
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(p);
 		*slot = p;
+		for (int i = 0; i < nkept && !known; i++)
+			known = kept_slots[i] == slot;
+		if (!known && nkept < MAX_KEPT_PLANS)
+			kept_slots[nkept++] = slot;
 	}
 	return *slot;
+}
+
+/*
+ * Forgets every kept plan: each is prepared again on its next use.  A
+ * plan is kept with the estimates of when it was made, and PostgreSQL
+ * makes it anew only when a table's definition or statistics change: a
+ * plan made while the queue was empty (a new install, a TRUNCATE) scans
+ * and sorts the whole queue for each claim once it holds 100,000 items,
+ * until autovacuum's next ANALYZE.  The worker calls this when a turn
+ * was slow.  Not while a kept plan runs.
+ */
+void
+enrich_forget_plans(void)
+{
+	for (int i = 0; i < nkept; i++)
+		if (*kept_slots[i] != NULL)
+		{
+			SPI_freeplan(*kept_slots[i]);
+			*kept_slots[i] = NULL;
+		}
 }
 
 /* Runs one statement as the extension owner, with parameters. */

@@ -99,6 +99,7 @@ static void
 run_turn(bool house, bool writes)
 {
 	volatile bool ok = true;
+	TimestampTz began = GetCurrentTimestamp();
 
 	/* the answers about to be written are durable first */
 	if (writes)
@@ -125,6 +126,9 @@ run_turn(bool house, bool writes)
 	}
 	PG_END_TRY();
 
+	/* a slow turn may run on statistics of a queue far smaller */
+	if (TimestampDifferenceExceeds(began, GetCurrentTimestamp(), SLOW_TURN_MS))
+		enrich_worker_after_slow_turn();
 	if (ok)
 	{
 		for (int i = 0; i < enrich_worker.nslots; i++)

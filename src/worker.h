@@ -20,6 +20,8 @@
 
 /* Answers wait at most this long to be written together with others. */
 #define WRITE_DELAY_MS 20
+/* A turn slower than this prepares its statements anew the next time. */
+#define SLOW_TURN_MS 100
 
 /* One request slot: a claimed queue item and its job. */
 typedef struct Slot
@@ -56,6 +58,7 @@ extern MemoryContext enrich_worker_turn_cxt;
 
 /* ---- worker.c ---- */
 extern void enrich_worker_tx_begin(bool durable);
+extern void enrich_worker_after_slow_turn(void);
 extern void enrich_worker_tx_commit(void);
 extern char *enrich_worker_tx_recover(void);
 

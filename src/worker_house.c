@@ -33,6 +33,8 @@
 #define RETENTION_SLICE_MS 50
 /* With more to delete, the next slice comes this much later. */
 #define QUEUE_PASS_AGAIN_MS 100
+/* The worker analyzes the queue after a slow turn at most this often. */
+#define ANALYZE_EVERY_MS 10000
 
 /* ---- housekeeping ---- */
 
@@ -324,4 +326,44 @@ enrich_worker_queue_pass(void)
 				(errmsg("enrich worker deleted %d finished queue item(s)", deleted)));
 	enrich_worker.next_queue_pass = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												 more ? QUEUE_PASS_AGAIN_MS : QUEUE_PASS_MS);
+}
+
+/* ---- statistics and plans ---- */
+
+/*
+ * After a slow turn (SLOW_TURN_MS): the planner may be working from
+ * statistics the queue has left far behind.  An ANALYZE by autovacuum in
+ * the middle of a bulk enqueue records the new pages with no rows in them,
+ * and until its next ANALYZE, a minute or more later, every plan takes the
+ * queue for empty and each claim scans it whole: 100,000 items then drain
+ * at a sixth of the speed.  A statement prepared while the queue was empty
+ * keeps that plan as well.  So the worker analyzes the queue and the cache
+ * tables itself, at most every ANALYZE_EVERY_MS, and prepares every
+ * statement anew (owner.c).
+ */
+void
+enrich_worker_after_slow_turn(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	enrich_forget_plans();
+	if (!enrich_worker.ready ||
+		!TimestampDifferenceExceeds(last, now, ANALYZE_EVERY_MS))
+		return;
+	last = now;
+	PG_TRY();
+	{
+		enrich_worker_tx_begin(false);
+		if (SPI_execute("ANALYZE enrich.queue, enrich.companies, enrich.leads", false, 0) != SPI_OK_UTILITY)
+			elog(ERROR, "could not analyze the queue");
+		enrich_worker_tx_commit();
+	}
+	PG_CATCH();
+	{
+		(void) enrich_worker_tx_recover();
+	}
+	PG_END_TRY();
+	ereport(DEBUG1,
+			(errmsg("enrich worker analyzed the queue after a slow turn")));
 }

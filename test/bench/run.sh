@@ -730,7 +730,7 @@ bench_retention() {
 }
 
 bench_ledger() {
-  local n=${LEDGER_ITEMS:-50000} run rounds=${LEDGER_ROUNDS:-4} r on=0 off=0 bytes rows
+  local n=${LEDGER_ITEMS:-100000} run rounds=${LEDGER_ROUNDS:-4} r on=0 off=0 bytes rows
   say
   say "== 12. the ledger: the worker draining $n items at 0 ms with enrich.ledger, and with it set aside, $rounds rounds each"
   set_latency 0
