@@ -23,7 +23,7 @@ set -uo pipefail
 
 BENCH=$ROOT/test/bench
 SECS=${BENCH_SECONDS:-10}
-ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases ledger"
+ALL_SECTIONS="emu sync syncmiss worker batch auto rate retention databases ledger analyze"
 NCPU=$(nproc)
 T_START=$(date +%s)
 
@@ -762,6 +762,36 @@ bench_ledger() {
   row "worker, $n items at 0 ms, with \`enrich.ledger\`" "$on items/s; $bytes bytes per charge" "$off items/s without the ledger" "$(calc "$on / $off" %.2f)" "≥ 0.95" "mean of $rounds alternating rounds"
 }
 
+bench_analyze() {
+  local n=${ANALYZE_ITEMS:-100000} run t0 t1 plain mid stats
+  say
+  say "== 13. a bulk enqueue of $n items with an ANALYZE of the queue in the middle of it (as autovacuum's may be), against one without"
+  set_latency 0
+  set_conc 256
+  for run in plain mid; do
+    q "TRUNCATE enrich.queue, enrich.companies" "CHECKPOINT" >/dev/null
+    t0=$(date +%s.%N)
+    if [ $run = mid ]; then
+      # the enqueue stays uncommitted for a second, and the ANALYZE sees its pages
+      "${PSQL[@]}" -c "BEGIN" -c "SELECT count(enrich.enqueue_company(format('an$run-%s.com', g))) FROM generate_series(1, $n) g" \
+        -c "SELECT pg_sleep(1)" -c "COMMIT" >/dev/null &
+      sleep 0.5
+      until [ "$(q "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(1)%'")" = 1 ]; do sleep 0.05; done
+      q "ANALYZE enrich.queue" >/dev/null
+      wait
+      stats=$(q "SELECT 'relpages ' || relpages || ', reltuples ' || reltuples FROM pg_class WHERE oid = 'enrich.queue'::regclass")
+    else
+      q "SELECT count(enrich.enqueue_company(format('an$run-%s.com', g))) FROM generate_series(1, $n) g" >/dev/null
+    fi
+    q "SELECT enrich.wait('10 min')" >/dev/null || fail "analyze $run: wait"
+    t1=$(date +%s.%N)
+    [ "$(q "SELECT count(*) FROM enrich.queue WHERE status = 'done' AND key LIKE 'an$run-%'")" = "$n" ] || fail "analyze $run: not all done"
+    if [ $run = plain ]; then plain=$(calc "$n / ($t1 - $t0)"); else mid=$(calc "$n / ($t1 - $t0)"); fi
+  done
+  say "  enqueue and drain: $mid items/s with the ANALYZE in the middle (then $stats), $plain items/s without, ratio $(calc "$mid / $plain" %.2f)"
+  row "enqueue and drain of $n items at 0 ms, an \`ANALYZE\` of the queue in the middle of the enqueue" "$mid items/s" "$plain items/s without the ANALYZE" "$(calc "$mid / $plain" %.2f)" "close to 1" "the ANALYZE leaves $stats"
+}
+
 emu_setup
 want emu && bench_emu
 want sync && bench_sync
@@ -773,6 +803,7 @@ want rate && bench_rate
 want retention && bench_retention
 want databases && bench_databases
 want ledger && bench_ledger
+want analyze && bench_analyze
 
 # ---------------------------------------------------------------- report
 TABLE=$(
