@@ -129,16 +129,17 @@ enrich_role_budget_of(const EnrichRoleRef *ref)
 /*
  * Credits that may be reserved now under the budget that charges of
  * `role` count under (INT64_MAX without one); *entry says which budget
- * (-1: none).  The provider's budget is not looked at.  In a transaction.
+ * (-1: none), *limited the name of its role.  The provider's budget is not looked at.  In a transaction.
  */
 int64
-enrich_credit_role_available(EnrichKind kind, Oid role, int *entry)
+enrich_credit_role_available(EnrichKind kind, Oid role, int *entry, NameData *limited)
 {
 	EnrichRoleRef ref = {0};
 	EnrichBudget *b;
 	int64		left = -1;
 
 	*entry = -1;
+	NameStr(*limited)[0] = '\0';
 	if (enrich_shared == NULL)
 		return PG_INT64_MAX;
 	enrich_role_resolve(kind, role, &ref);
@@ -149,6 +150,7 @@ enrich_credit_role_available(EnrichKind kind, Oid role, int *entry)
 		enrich_budget_roll(b, GetCurrentTimestamp());
 		left = enrich_budget_left(b);
 		*entry = ref.entry;
+		*limited = ref.name;
 	}
 	LWLockRelease(enrich_shared->lock);
 	return left < 0 ? PG_INT64_MAX : left;

@@ -244,7 +244,8 @@ typedef struct EnrichRoleLimitRow
 extern int	enrich_role_pick(Oid role, const Oid *limited, int n);
 extern void enrich_role_resolve(EnrichKind kind, Oid role, EnrichRoleRef *ref);
 extern EnrichBudget *enrich_role_budget_of(const EnrichRoleRef *ref);
-extern int64 enrich_credit_role_available(EnrichKind kind, Oid role, int *entry);
+extern int64 enrich_credit_role_available(EnrichKind kind, Oid role, int *entry,
+										   NameData *limited);
 extern int	enrich_role_budgets_count(EnrichKind kind);
 extern int	enrich_role_limits_fetch(EnrichRoleLimitRow **rows, bool latest);
 extern int	enrich_role_budgets_apply(const EnrichRoleLimitRow *rows, int n);

@@ -73,25 +73,28 @@ extension_installed(void)
 }
 
 /*
- * Parks the queued items of a provider as waiting_credits: all of them, or
- * (roles not NULL) those requested by these roles.
+ * Parks the queued items of a provider as waiting_credits, with the reason
+ * as their last_error (as when a claimed item finds the budget spent): all
+ * of them, or (roles not NULL) those requested by these roles.
  */
 static void
-park(EnrichKind kind, Oid *roles, int n)
+park(EnrichKind kind, Oid *roles, int n, const char *why)
 {
-	Oid			types[2] = {TEXTOID, OIDARRAYOID};
-	Datum		values[2];
-	char		nulls[2] = {' ', roles ? ' ' : 'n'};
+	Oid			types[3] = {TEXTOID, OIDARRAYOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', roles ? ' ' : 'n', ' '};
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
 
 	for (int i = 0; i < n; i++)
 		d[i] = ObjectIdGetDatum(roles[i]);
 	values[0] = CStringGetTextDatum(enrich_kind_name(kind));
 	values[1] = roles ? enrich_make_array(d, NULL, n, OIDOID) : (Datum) 0;
-	if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'waiting_credits', updated_at = pg_catalog.now() "
+	values[2] = CStringGetTextDatum(why);
+	if (SPI_execute_with_args("UPDATE enrich.queue SET status = 'waiting_credits', last_error = $3, "
+							  "updated_at = pg_catalog.now() "
 							  "WHERE status OPERATOR(pg_catalog.=) 'queued' AND kind OPERATOR(pg_catalog.=) $1 "
 							  "  AND ($2 IS NULL OR requested_by::pg_catalog.oid OPERATOR(pg_catalog.=) ANY ($2))",
-							  2, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+							  3, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not park queue items");
 }
 
@@ -166,12 +169,18 @@ balance_roles(EnrichKind kind, int64 avail)
 		bool		isnull;
 
 		roles[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		left[i] = enrich_credit_role_available(kind, roles[i], &entry[i]);
-		if (left[i] == 0)
-			of[m++] = roles[i];
 	}
-	if (m > 0)
-		park(kind, of, m);
+	for (int i = 0; i < n; i++)
+	{
+		NameData	limited;
+
+		left[i] = enrich_credit_role_available(kind, roles[i], &entry[i], &limited);
+		/* each role's items, with the name of the budget that is spent */
+		if (left[i] == 0)
+			park(kind, &roles[i], 1,
+				 psprintf("the credit budget of role \"%s\" for %s is spent",
+						  NameStr(limited), enrich_provider_name(kind)));
+	}
 	/* the roles without a budget, and items of nobody */
 	m = 0;
 	for (int i = 0; i < n; i++)
@@ -209,7 +218,9 @@ balance_credits(EnrichKind kind)
 
 	if (avail == 0 || (pause == PAUSE_CREDITS && until > GetCurrentTimestamp()))
 	{
-		park(kind, NULL, 0);
+		park(kind, NULL, 0, avail == 0 ?
+			 psprintf("the credit budget for %s is spent", enrich_provider_name(kind)) :
+			 psprintf("%s has no credits left", enrich_provider_name(kind)));
 		return;
 	}
 	/* a credit pause that has run out lets one probe through */
