@@ -506,7 +506,13 @@ ll '{"domain":"acme.com"}'; eq "reset (HTTP/1.1): connection reset" "000 56" "$S
 URL="$S$LLP" ll '{"domain":"acme.com"}' --cacert "$CA" --http1.1; eq "reset (TLS HTTP/1.1)" "000 56" "$ST $RC"
 URL="$S$LLP" ll '{"domain":"acme.com"}' --cacert "$CA"; eq "reset (HTTP/2): stream reset" "000 92" "$ST $RC"
 ctl '{"faults":[{"kind":"reset","count":1,"scope":"connection"}]}'
-URL="$S$LLP" ll '{"domain":"acme.com"}' --cacert "$CA"; eq "reset (HTTP/2, scope connection)" "000 56" "$ST $RC"
+# the session is cut under curl: whether it notices while reading (56) or
+# while still writing a frame of its own (55, a SETTINGS ack or a window
+# update) is a race on the client's side; either is a connection error,
+# never the stream reset (92) of the stream-scoped fault above
+URL="$S$LLP" ll '{"domain":"acme.com"}' --cacert "$CA"
+case "$ST $RC" in "000 55") RC=56 ;; esac
+eq "reset (HTTP/2, scope connection): connection error" "000 56" "$ST $RC"
 ctl '{"faults":[{"kind":"reset_mid_body","count":2}]}'
 ll '{"domain":"acme.com"}'; eq "reset_mid_body (HTTP/1.1): partial body" "200 18" "$ST $RC"
 has "reset_mid_body sent half a body" '{"data":{"company"' "$(body)"
