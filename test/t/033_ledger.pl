@@ -153,9 +153,9 @@ my $ok = 0;
 my $refused = 0;
 for my $g (1 .. 10)
 {
-	my ($rc, $out, $err) = $node->psql('postgres', "SELECT enrich_company('led-last-$g.com') IS NOT NULL");
-	if ($rc == 0) { $ok++ }
-	elsif ($err =~ /38R02|credit/) { $refused++ }
+	my $state = sqlstate_of($node, 'postgres', "SELECT enrich_company('led-last-$g.com') IS NOT NULL");
+	if ($state eq '') { $ok++ }
+	elsif ($state eq '38R02') { $refused++ }
 }
 is($ok, 3, 'three more calls are paid for');
 is($refused, 7, 'and the rest are refused');
@@ -164,8 +164,8 @@ is(used(), '20', 'enrich.credits says 20');
 $node->stop('immediate');
 $node->start;
 is(used(), '20', 'still 20 after another immediate shutdown');
-my ($rc) = $node->psql('postgres', "SELECT enrich_company('led-over.com')");
-isnt($rc, 0, 'and nothing more can be bought');
+is(sqlstate_of($node, 'postgres', "SELECT enrich_company('led-over.com')"), '38R02',
+	'and nothing more can be bought');
 is(charged(), 20, 'nothing more was charged');
 
 # 7. enrich.spend sums the ledger: by day, provider and role.
