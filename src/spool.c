@@ -206,14 +206,18 @@ enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 	if (sync_fd < 0)
 	{
 		spool_ensure_dir();
-		snprintf(sync_path, MAXPGPATH, SPOOL_DIR "/sync-%u-%d-%u",
-				 MyDatabaseId, MyProcPid, ++counter);
 		if (!AcquireExternalFD())
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-					 errmsg("no file descriptor left for \"%s\"", sync_path)));
-		sync_fd = open(sync_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | PG_BINARY,
-					   pg_file_create_mode);
+					 errmsg("no file descriptor left for \"%s\"", SPOOL_DIR)));
+		/* a file left by a dead process that had our pid is not ours */
+		do
+		{
+			snprintf(sync_path, MAXPGPATH, SPOOL_DIR "/sync-%u-%d-%u",
+					 MyDatabaseId, MyProcPid, ++counter);
+			sync_fd = open(sync_path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | PG_BINARY,
+						   pg_file_create_mode);
+		} while (sync_fd < 0 && errno == EEXIST);
 		if (sync_fd < 0)
 		{
 			ReleaseExternalFD();
@@ -267,8 +271,13 @@ enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
 	if (b->fd < 0)
 	{
 		spool_ensure_dir();
-		snprintf(b->path, MAXPGPATH, SPOOL_DIR "/batch-%u-%d-%u", MyDatabaseId, MyProcPid, ++counter);
-		b->fd = OpenTransientFile(b->path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+		/* a file left by a dead process that had our pid is not ours */
+		do
+		{
+			snprintf(b->path, MAXPGPATH, SPOOL_DIR "/batch-%u-%d-%u",
+					 MyDatabaseId, MyProcPid, ++counter);
+			b->fd = OpenTransientFile(b->path, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY);
+		} while (b->fd < 0 && errno == EEXIST);
 		if (b->fd < 0)
 			ereport(ERROR,
 					(errcode_for_file_access(),

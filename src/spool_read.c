@@ -224,9 +224,38 @@ enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
 }
 
 /*
+ * Whether the process that writes the spool file `name` is gone.  The
+ * name carries its writer's pid: sync-<db>-<pid>-<n>, batch-<db>-<pid>-<n>
+ * or worker-<pid>-<start>.  A live process with that pid may be the writer
+ * (or have reused the pid of a dead one: its file then waits for that
+ * process to end, which loses nothing).
+ */
+static bool
+spool_writer_gone(const char *name)
+{
+	const char *p = name;
+	int			dashes = (strncmp(name, "worker-", 7) == 0) ? 1 : 2;
+	long		pid;
+
+	if (strncmp(name, "sync-", 5) != 0 && strncmp(name, "batch-", 6) != 0 && dashes != 1)
+		return true;			/* a file of an earlier build, written whole */
+	while (dashes-- > 0 && p != NULL)
+		p = strchr(p + 1, '-');
+	if (p == NULL || (pid = strtol(p + 1, NULL, 10)) <= 0)
+		return true;
+	return BackendPidGetProc((int) pid) == NULL;
+}
+
+/*
  * Takes in the answers of one spool file (one JSON line each) if the
  * transaction that wrote it has ended; a damaged line (a crash in the
  * middle of an append) is skipped.  Returns how many it took in.
+ *
+ * A file with no whole record in it is one its writer has just created
+ * (or emptied, as a worker does after each commit) and is about to write
+ * to, unless the writer is gone: only then is it removed.  Removing it
+ * under a live writer would leave that writer's answers in a file with no
+ * name, lost if its transaction then does not commit.
  */
 static int
 spool_ingest_file(const char *path, char *data, size_t len, bool worker)
@@ -234,6 +263,7 @@ spool_ingest_file(const char *path, char *data, size_t len, bool worker)
 	char	   *line = data;
 	char	   *end = data + len;
 	int			n = 0;
+	int			records = 0;
 	struct stat st;
 	List	   *links = NIL;
 	ListCell   *lc;
@@ -252,6 +282,7 @@ spool_ingest_file(const char *path, char *data, size_t len, bool worker)
 			*nl = '\0';		/* the parser wants a terminated string */
 		if (llen > 0 && spool_parse(path, line, llen, &sp))
 		{
+			records++;
 			/*
 			 * One database's answers per file: another's are not ours.  A
 			 * file of an earlier build names none: it is the worker's.
@@ -276,6 +307,8 @@ spool_ingest_file(const char *path, char *data, size_t len, bool worker)
 		}
 		line += llen + 1;
 	}
+	if (records == 0 && !spool_writer_gone(path + strlen(SPOOL_DIR "/")))
+		return 0;
 	enrich_spool_remember(path);
 	foreach(lc, links)
 		enrich_spool_remember((char *) lfirst(lc));

@@ -135,6 +135,30 @@ ok(poll_until($node,
 	'a spooled answer whose writer\'s transaction id never reached disk is taken in');
 ok(!-e "$spool/company-lost-wal", 'and its spool file removed');
 
+# A spool file with no record in it yet is one its writer has just made
+# (a session between creating its file and its first append, a worker that
+# emptied its file after a commit): while that writer lives, the worker's
+# scan leaves it, or the writer's next answers would go to a file with no
+# name.  Once the writer is gone, the file goes.  (A fresh-clone run lost
+# a session's file this way: its link to the answer's key then failed.)
+my $live = $node->background_psql('postgres');
+my $live_pid = $live->query_safe('SELECT pg_backend_pid()');
+my $db = $node->safe_psql('postgres', q{SELECT oid FROM pg_database WHERE datname = 'postgres'});
+my @empty_live = ("$spool/sync-$db-$live_pid-900", "$spool/batch-$db-$live_pid-900", "$spool/worker-$live_pid-1");
+my @empty_dead = ("$spool/sync-$db-4194000-900", "$spool/worker-4194000-1");
+for my $f (@empty_live, @empty_dead)
+{
+	open(my $e, '>', $f) or die "spool file $f: $!";
+	close $e;
+}
+ok(poll_until($node, q{SELECT count(*) = 0 FROM pg_ls_dir('pg_enrich') f WHERE f LIKE '%-4194000-%'}, 't', 15),
+	'empty spool files of writers that are gone are removed');
+is(join(',', map { -e $_ ? 1 : 0 } @empty_live), '1,1,1',
+	'empty spool files of live writers are left to them');
+$live->quit;
+ok(poll_until($node, qq{SELECT count(*) = 0 FROM pg_ls_dir('pg_enrich') f WHERE f LIKE '%-$live_pid-%'}, 't', 15),
+	'and removed once their writer has ended');
+
 # None of it is fetched again.
 emu_control({ reset => JSON::PP::true });
 is($node->safe_psql('postgres', q{
