@@ -658,11 +658,20 @@ bench_databases() {
     sleep 0.1
   done
   ledger_reset
+  # Timed as the one-database drain is: from the commit of the first
+  # enqueue (the first database's worker starts on its items while the
+  # others are enqueued) to the last item finished in any database, read
+  # from the items' own timestamps; the wall time around the client's
+  # statements (eight psql sessions, one after another) is shown beside it.
+  local t0s t_first t_last last ndone
   cpu_begin
   t0=$(date +%s.%N)
+  t_last=0
   for d in 1 2 3 4; do
-    "${PSQL[@]}" -d "bench_db$d" -c "SELECT count(enrich.enqueue_company(format('dbs$d-%s.com', g))) FROM generate_series(1, 2500) g" >/dev/null ||
+    t0s=$("${PSQL[@]}" -d "bench_db$d" -c "SELECT extract(epoch FROM max(clock_timestamp()))
+        FROM (SELECT enrich.enqueue_company(format('dbs$d-%s.com', g)) FROM generate_series(1, 2500) g) e") ||
       fail "enqueue in bench_db$d"
+    [ "$d" = 1 ] && t_first=$t0s
   done
   for d in 1 2 3 4; do
     [ "$("${PSQL[@]}" -d "bench_db$d" -c "SELECT enrich.wait('5 min')")" = t ] || fail "bench_db$d did not drain"
@@ -670,12 +679,15 @@ bench_databases() {
   t1=$(date +%s.%N)
   cpu_end
   for d in 1 2 3 4; do
-    [ "$("${PSQL[@]}" -d "bench_db$d" -c "SELECT count(*) FROM enrich.queue WHERE status = 'done'")" = 2500 ] || fail "bench_db$d: not every item done"
+    read -r ndone last <<<"$("${PSQL[@]}" -F ' ' -d "bench_db$d" -c "SELECT count(*) FILTER (WHERE status = 'done'), extract(epoch FROM max(finished_at)) FROM enrich.queue")"
+    [ "$ndone" = 2500 ] || fail "bench_db$d: not every item done"
+    say "  bench_db$d: last item finished $(calc "$last - $t_first" %.2f) s after the first enqueue committed"
+    [ "$(calc "$last > $t_last" %d)" = 1 ] && t_last=$last
   done
-  secs=$(calc "$t1 - $t0" %.3f)
+  secs=$(calc "$t_last - $t_first" %.3f)
   rate=$(calc "10000 / $secs")
   peak=$(ledger_get peak_concurrency.leadlex)
-  say "  four databases: $rate items/s ($secs s), $(calc "$rate / 1280" %.2f) of the limit, $(calc "$rate / $one" %.2f) of one database; emulator peak concurrency $peak"
+  say "  four databases: $rate items/s ($secs s from the first enqueue's commit to the last item; $(calc "$t1 - $t0" %.2f) s of wall time around the client's eight statements), $(calc "$rate / 1280" %.2f) of the limit, $(calc "$rate / $one" %.2f) of one database; emulator peak concurrency $peak"
   row "four databases, 10,000 items at 50 ms, max_concurrency 64" "$rate items/s" "1,280/s limit; one database $one/s" "$(calc "$rate / 1280" %.2f)" "≥ 0.9" "$(calc "$rate / $one" %.2f) of one database; peak concurrency $peak; $CPU_NOTE"
 }
 
