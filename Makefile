@@ -36,6 +36,7 @@ OBJS = \
 	src/credits.o \
 	src/credits_role.o \
 	src/credits_ledger.o \
+	src/credits_mirror.o \
 	src/rate.o \
 	src/limits.o \
 	src/limits_role.o \

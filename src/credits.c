@@ -203,11 +203,13 @@ enrich_credit_settle(EnrichKind kind, EnrichRoleRef *ref, bool reserved, bool ch
 		p->budget.credits_used++;
 		p->budget.usage_version++;
 		p->credits_total++;
+		enrich_mirror_store(&p->budget);
 		if (rb)
 		{
 			enrich_budget_roll(rb, now);
 			rb->credits_used++;
 			rb->usage_version++;
+			enrich_mirror_store(rb);
 		}
 	}
 	if (balance >= 0)
@@ -285,6 +287,9 @@ provider_row(HeapTuple tup, TupleDesc desc)
 	b->credits_used = n[8] ? 0 : DatumGetInt64(v[8]);
 	b->used_saved = b->credits_used;
 	b->used_ledgers = 0;
+	/* what an earlier life used in this period, if it used more than was saved */
+	enrich_budget_roll(b, GetCurrentTimestamp());
+	enrich_mirror_apply(k, InvalidOid, b);
 }
 
 /*
@@ -323,6 +328,10 @@ limits_read(void)
 		for (uint64 i = 0; i < nprov; i++)
 			provider_row(prov->vals[i], prov->tupdesc);
 		left_out = enrich_role_budgets_apply(roles, nroles);
+		for (int i = 0; i < ENRICH_MAX_ROLE_BUDGETS; i++)
+			if (OidIsValid(enrich_shared->roles[i].role))
+				enrich_mirror_apply(enrich_shared->roles[i].kind, enrich_shared->roles[i].role,
+									&enrich_shared->roles[i].budget);
 		enrich_shared->limits_loaded = true;
 		enrich_shared->limits_db = MyDatabaseId;
 	}

@@ -63,7 +63,10 @@ enrich_credit_add_earlier(EnrichKind kind, Oid role, TimestampTz at, int64 n)
 			continue;
 		enrich_budget_roll(b, GetCurrentTimestamp());
 		if (b->credit_limit >= 0 && at >= b->period_start)
+		{
 			enrich_budget_add_earlier(b, n);
+			enrich_mirror_store(b);
+		}
 	}
 	LWLockRelease(enrich_shared->lock);
 }
@@ -183,7 +186,10 @@ count_providers(void)
 
 		/* a limit set meanwhile starts a period of its own */
 		if (n[k] > 0 && b->credit_limit >= 0 && b->period_start == start[k])
+		{
 			enrich_budget_add_earlier(b, n[k]);
+			enrich_mirror_store(b);
+		}
 	}
 	LWLockRelease(enrich_shared->lock);
 }
@@ -289,7 +295,10 @@ count_roles(void)
 			/* a limit set or removed meanwhile starts a period of its own */
 			if (add[i] > 0 && e->role == mine[i].role && e->gen == mine[i].gen &&
 				e->budget.period_start == mine[i].budget.period_start)
+			{
 				enrich_budget_add_earlier(&e->budget, add[i]);
+				enrich_mirror_store(&e->budget);
+			}
 		}
 		LWLockRelease(enrich_shared->lock);
 	}

@@ -345,6 +345,7 @@ enrich_spool_ingest_all(bool worker_files)
 		/* key- names are links to files of the directory: found by name */
 		if (de->d_name[0] == '.' || strstr(de->d_name, ".tmp") != NULL ||
 			strncmp(de->d_name, "key-", 4) == 0 ||
+			strcmp(de->d_name, ENRICH_MIRROR_NAME) == 0 ||
 			strcmp(de->d_name, own) == 0 ||
 			(!worker_files && strncmp(de->d_name, "worker-", 7) == 0))
 			continue;

@@ -226,6 +226,12 @@ extern void enrich_role_budgets_reload(void);
 extern void enrich_limits_save_usage(void);
 extern void enrich_limits_check_unshared(EnrichKind kind);
 
+/* ---- credits_mirror.c ---- */
+/* The file in the spool directory that mirrors the budgets' use (not a spool file). */
+#define ENRICH_MIRROR_NAME "budgets"
+extern void enrich_mirror_apply(EnrichKind kind, Oid role, EnrichBudget *b);
+extern void enrich_mirror_store(const EnrichBudget *b);
+
 /* ---- credits_ledger.c ---- */
 extern void enrich_credit_add_earlier(EnrichKind kind, Oid role, TimestampTz at, int64 n);
 extern void enrich_credits_count_ledger(void);

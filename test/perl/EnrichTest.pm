@@ -18,7 +18,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 our @EXPORT = qw(start_emulator emu_control emu_ledger enrich_node enrich_standby root_dir
-  poll_until sqlstate_of worker_pid set_conf);
+  poll_until sqlstate_of worker_pid set_conf kill_postmaster crash_restart);
 
 my $root = $ENV{ENRICH_ROOT} // dirname(dirname(dirname(__FILE__)));
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -90,7 +90,8 @@ CONF
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION enrich');
 	# the launcher starts the worker once CREATE EXTENSION has committed
-	if (($opts{extra_conf} // '') !~ /shared_preload_libraries\s*=\s*''/)
+	# (no_worker: a cluster with no background worker slot for it)
+	if (!$opts{no_worker} && ($opts{extra_conf} // '') !~ /shared_preload_libraries\s*=\s*''/)
 	{
 		poll_until($node,
 			q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'enrich worker' AND datname = 'postgres'},
@@ -145,6 +146,40 @@ sub sqlstate_of
 	my ($node, $db, $sql) = @_;
 	my ($rc, $out, $err) = $node->psql($db, $sql, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 	return $err =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '';
+}
+
+# SIGKILLs the postmaster and waits (bounded) until its children, which
+# leave when they see it gone, have all left; returns whether they did.
+sub kill_postmaster
+{
+	my ($node) = @_;
+	my @children = split /\n/, $node->safe_psql('postgres', 'SELECT pid FROM pg_stat_activity');
+	$node->kill9;
+	for (1 .. 600)
+	{
+		return 1 if !grep { kill(0, $_) } @children;
+		select(undef, undef, undef, 0.05);
+	}
+	return 0;
+}
+
+# SIGKILLs a new session's backend and waits (bounded) until the
+# postmaster says it is making every process and shared memory anew;
+# returns whether it did.
+sub crash_restart
+{
+	my ($node) = @_;
+	my $victim = $node->background_psql('postgres', on_error_stop => 0);
+	my $pid = $victim->query_safe('SELECT pg_backend_pid()');
+	my $offset = -s $node->logfile;
+	kill('KILL', $pid) or return 0;
+	eval { $victim->quit };
+	for (1 .. 600)
+	{
+		return 1 if $node->log_contains(qr/all server processes terminated; reinitializing/, $offset);
+		select(undef, undef, undef, 0.1);
+	}
+	return 0;
 }
 
 # The pid of the enrich worker ('' when there is none).

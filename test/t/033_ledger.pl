@@ -77,16 +77,7 @@ is(used(), '10', 'an immediate shutdown keeps the use');
 # 4. A SIGKILL of the postmaster, after more spending.
 $node->safe_psql('postgres',
 	q{SELECT count(enrich_company(format('led-kill-%s.com', g))) FROM generate_series(1, 2) g});
-my @children = split /\n/, $node->safe_psql('postgres', 'SELECT pid FROM pg_stat_activity');
-$node->kill9;
-# its children leave when they see it gone; then the server can start
-my $gone = 0;
-for (1 .. 600)
-{
-	if (!grep { kill(0, $_) } @children) { $gone = 1; last; }
-	select(undef, undef, undef, 0.05);
-}
-ok($gone, 'the killed postmaster\'s processes are gone');
+ok(kill_postmaster($node), 'the killed postmaster\'s processes are gone');
 my $started = $node->start(fail_ok => 1);
 ok($started, 'the server starts again');
 is(used(), '12', 'a killed postmaster keeps the use');
@@ -94,17 +85,7 @@ is(used(), '12', 'a killed postmaster keeps the use');
 # 4b. A SIGKILL of a backend: the postmaster restarts every process and
 # makes shared memory anew (it keeps running: its start time stays).
 $node->safe_psql('postgres', q{SELECT enrich_company('led-crash.com') IS NOT NULL});
-my $victim = $node->background_psql('postgres', on_error_stop => 0);
-my $vpid = $victim->query_safe('SELECT pg_backend_pid()');
-ok(kill('KILL', $vpid), 'SIGKILL a backend');
-eval { $victim->quit };
-my $restarted = 0;
-for (1 .. 600)
-{
-	if ($node->log_contains(qr/all server processes terminated; reinitializing/)) { $restarted = 1; last; }
-	select(undef, undef, undef, 0.1);
-}
-ok($restarted, 'the postmaster restarts every process');
+ok(crash_restart($node), 'SIGKILL a backend: the postmaster restarts every process');
 ok(poll_until($node, q{SELECT used FROM enrich.credits WHERE provider = 'leadlex'}, '13', 60),
 	'the crash restart keeps the use');
 
