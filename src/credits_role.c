@@ -156,18 +156,30 @@ enrich_credit_role_available(EnrichKind kind, Oid role, int *entry, NameData *li
 	return left < 0 ? PG_INT64_MAX : left;
 }
 
-/* How many roles have a budget for the provider. */
+/*
+ * How many roles have a budget for the provider; *spent says how many of
+ * those have nothing left to reserve now.
+ */
 int
-enrich_role_budgets_count(EnrichKind kind)
+enrich_role_budgets_count(EnrichKind kind, int *spent)
 {
 	int			n = 0;
+	TimestampTz now = GetCurrentTimestamp();
 
+	*spent = 0;
 	if (enrich_shared == NULL)
 		return 0;
 	LWLockAcquire(enrich_shared->lock, LW_SHARED);
 	for (int i = 0; i < ENRICH_MAX_ROLE_BUDGETS; i++)
 		if (OidIsValid(enrich_shared->roles[i].role) && enrich_shared->roles[i].kind == kind)
+		{
+			EnrichBudgetView v;
+
+			enrich_budget_view(&enrich_shared->roles[i].budget, now, &v);
 			n++;
+			if (v.remaining == 0)
+				(*spent)++;
+		}
 	LWLockRelease(enrich_shared->lock);
 	return n;
 }

@@ -252,7 +252,7 @@ extern void enrich_role_resolve(EnrichKind kind, Oid role, EnrichRoleRef *ref);
 extern EnrichBudget *enrich_role_budget_of(const EnrichRoleRef *ref);
 extern int64 enrich_credit_role_available(EnrichKind kind, Oid role, int *entry,
 										   NameData *limited);
-extern int	enrich_role_budgets_count(EnrichKind kind);
+extern int	enrich_role_budgets_count(EnrichKind kind, int *spent);
 extern int	enrich_role_limits_fetch(EnrichRoleLimitRow **rows, bool latest);
 extern int	enrich_role_budgets_apply(const EnrichRoleLimitRow *rows, int n);
 extern bool enrich_role_budget_set(Oid role, EnrichKind kind, int64 credits, int64 per_us,

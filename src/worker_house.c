@@ -140,10 +140,13 @@ resume(EnrichKind kind, Oid *roles, int n, bool with_null, int64 limit)
  * whose budget is spent, and resumes waiting items of the others, no more
  * of a budget's roles than it has left, no more in all than `avail`.
  * Looks at the roles of the items waiting, so only when roles have
- * budgets for the provider.
+ * budgets for the provider; and at the roles of the queued items (all of
+ * them: no index has them by role) only while a role's budget is spent.
+ * Otherwise a queued item whose role turns out to be over its budget is
+ * parked when it is claimed.
  */
 static void
-balance_roles(EnrichKind kind, int64 avail)
+balance_roles(EnrichKind kind, int64 avail, bool any_spent)
 {
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1] = {CStringGetTextDatum(enrich_kind_name(kind))};
@@ -154,8 +157,12 @@ balance_roles(EnrichKind kind, int64 avail)
 	int			n;
 	int			m = 0;
 
-	if (SPI_execute_with_args("SELECT DISTINCT requested_by::pg_catalog.oid FROM enrich.queue "
+	if (SPI_execute_with_args(any_spent ?
+							  "SELECT DISTINCT requested_by::pg_catalog.oid FROM enrich.queue "
 							  "WHERE status OPERATOR(pg_catalog.=) ANY ('{queued,waiting_credits}') "
+							  "  AND kind OPERATOR(pg_catalog.=) $1 AND requested_by IS NOT NULL" :
+							  "SELECT DISTINCT requested_by::pg_catalog.oid FROM enrich.queue "
+							  "WHERE status OPERATOR(pg_catalog.=) 'waiting_credits' "
 							  "  AND kind OPERATOR(pg_catalog.=) $1 AND requested_by IS NOT NULL",
 							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the roles of queue items");
@@ -215,6 +222,7 @@ balance_credits(EnrichKind kind)
 	TimestampTz until;
 	EnrichPause pause = enrich_paused(kind, &until);
 	int64		avail = enrich_credit_available(kind);
+	int			spent;
 
 	if (avail == 0 || (pause == PAUSE_CREDITS && until > GetCurrentTimestamp()))
 	{
@@ -226,10 +234,10 @@ balance_credits(EnrichKind kind)
 	/* a credit pause that has run out lets one probe through */
 	if (pause == PAUSE_CREDITS)
 		avail = 1;
-	if (enrich_role_budgets_count(kind) == 0)
+	if (enrich_role_budgets_count(kind, &spent) == 0)
 		(void) resume(kind, NULL, 0, true, avail);
 	else
-		balance_roles(kind, avail);
+		balance_roles(kind, avail, spent > 0);
 }
 
 /* Once a second, or when woken: version check, recovery, spool, budgets. */
