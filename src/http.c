@@ -97,6 +97,7 @@ close_socket_cb(void *arg, curl_socket_t s)
 	int			rc = close(s);
 
 	ReleaseExternalFD();
+	enrich_http_socket_closed();
 	return rc;
 }
 

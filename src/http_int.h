@@ -37,5 +37,6 @@ extern EnrichHttpState enrich_http_state;
 
 extern void enrich_http_done_reserve(void);
 extern void enrich_http_forget_done(EnrichTransfer *t);
+extern void enrich_http_socket_closed(void);
 
 #endif							/* HTTP_INT_H */

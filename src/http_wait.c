@@ -49,6 +49,9 @@ static HttpSocket *watched = NULL;	/* malloc'd: filled inside curl */
 static int	nwatched = 0;
 static int	maxwatched = 0;
 static bool watched_changed = true;
+static bool socket_closed = false;	/* since the wait set was built */
+static HttpSocket *in_set = NULL;	/* what the wait set watches */
+static int	nin_set = 0;
 static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
 static int	wait_set_size = 0;
@@ -251,6 +254,47 @@ enrich_http_next_done(void)
 }
 
 /*
+ * A socket opened for curl has been closed (http.c): the wait set may
+ * watch its descriptor, which a new socket may now have.  Runs inside
+ * curl: only sets a flag.
+ */
+void
+enrich_http_socket_closed(void)
+{
+	socket_closed = true;
+}
+
+/*
+ * Whether the wait set watches just what curl asks for now.  Over a
+ * kept-alive connection curl stops watching the socket when a transfer
+ * ends and watches it again, for the same, when the next one starts: the
+ * set built for the first serves the next.  Not after a socket was closed
+ * (its descriptor may be another socket's now).
+ */
+static bool
+wait_set_current(void)
+{
+	if (wait_set == NULL || socket_closed)
+		return false;
+	if (!watched_changed)
+		return true;
+	if (nwatched != nin_set)
+		return false;
+	for (int i = 0; i < nwatched; i++)
+	{
+		int			j;
+
+		for (j = 0; j < nin_set; j++)
+			if (in_set[j].fd == watched[i].fd && in_set[j].what == watched[i].what)
+				break;
+		if (j == nin_set)
+			return false;
+	}
+	watched_changed = false;
+	return true;
+}
+
+/*
  * (Re)builds the WaitEventSet: the latch, postmaster death and every socket
  * curl watches.  Sockets come and go with connections, which is rare next
  * to requests when connections are kept alive.
@@ -270,6 +314,9 @@ rebuild_wait_set(void)
 		wait_events = wait_events == NULL ?
 			MemoryContextAlloc(TopMemoryContext, sizeof(WaitEvent) * n) :
 			repalloc(wait_events, sizeof(WaitEvent) * n);
+		in_set = in_set == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(HttpSocket) * n) :
+			repalloc(in_set, sizeof(HttpSocket) * n);
 		wait_set_size = n;
 	}
 	wait_set = CreateWaitEventSet(TopMemoryContext, size);
@@ -284,8 +331,11 @@ rebuild_wait_set(void)
 		if (watched[i].what == CURL_POLL_OUT || watched[i].what == CURL_POLL_INOUT)
 			ev |= WL_SOCKET_WRITEABLE;
 		AddWaitEventToSet(wait_set, ev, watched[i].fd, NULL, NULL);
+		in_set[i] = watched[i];
 	}
+	nin_set = nwatched;
 	watched_changed = false;
+	socket_closed = false;
 }
 
 /*
@@ -335,7 +385,7 @@ enrich_http_wait(long timeout_ms)
 	collect_finished();
 	if (ndone > 0)
 		timeout_ms = 0;
-	if (wait_set == NULL || watched_changed)
+	if (!wait_set_current())
 		rebuild_wait_set();
 	if (curl_due >= 0)
 	{
