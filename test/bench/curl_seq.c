@@ -10,17 +10,25 @@
  * figures can be read against what libcurl itself does on the same link.
  * Not part of the extension; built and run by test/bench/run.sh.
  *
- *   curl_seq URL CA_FILE N PREFIX
+ *   curl_seq URL CA_FILE N PREFIX [SPOOL_FILE]
+ *
+ * With SPOOL_FILE, each answer is also appended to that file (a record of
+ * the answer's size, like the extension's spool record) and fdatasync'd
+ * before the next request: libcurl plus the one durable write per answer
+ * that the extension's promise needs, the floor of a synchronous miss on
+ * this disk.
  *
  * Output: one line, calls=N secs=S rate=R p50_ms=A p99_ms=B max_ms=C failed=F
  * (the first request, which opens the connection, is not counted).
  */
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Keeps nothing of the answer but its length. */
 static size_t
@@ -29,6 +37,27 @@ discard(char *data, size_t size, size_t nmemb, void *arg)
 	(void) data;
 	*(size_t *) arg += size * nmemb;
 	return size * nmemb;
+}
+
+static int	spool_fd = -1;
+
+/* Appends a record of an answer of `got` bytes and makes it durable. */
+static int
+spool_answer(const char *prefix, int i, size_t got)
+{
+	char		rec[640];
+	int			len;
+
+	if (spool_fd < 0)
+		return 0;
+	len = snprintf(rec, sizeof(rec), "{\"v\": 1, \"key\": \"%s-%d.com\", \"bytes\": %zu, \"pad\": \"%0*d\"}\n",
+				   prefix, i, got, 500, 0);
+	if (write(spool_fd, rec, len) != len || fdatasync(spool_fd) != 0)
+	{
+		perror("spool file");
+		return 1;
+	}
+	return 0;
 }
 
 static double
@@ -93,7 +122,7 @@ request_once(CURL *e, const char *prefix, int i, bool quiet)
 		fprintf(stderr, "request %d: %s, HTTP %ld\n", i, curl_easy_strerror(rc), status);
 		return rc != CURLE_OK ? -1 : 1;
 	}
-	return 0;
+	return spool_answer(prefix, i, got);
 }
 
 /*
@@ -123,16 +152,22 @@ main(int argc, char **argv)
 	int			failed = 0;
 	char		url[1024];
 
-	if (argc != 5 || atoi(argv[3]) < 1)
+	if ((argc != 5 && argc != 6) || atoi(argv[3]) < 1)
 	{
-		fprintf(stderr, "usage: %s URL CA_FILE N PREFIX\n", argv[0]);
+		fprintf(stderr, "usage: %s URL CA_FILE N PREFIX [SPOOL_FILE]\n", argv[0]);
+		return 2;
+	}
+	if (argc == 6 &&
+		(spool_fd = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600)) < 0)
+	{
+		perror(argv[5]);
 		return 2;
 	}
 	n = atoi(argv[3]);
 	lat = malloc(sizeof(double) * n);
 	if (lat == NULL)
 		return 2;
-	srand((unsigned) time(NULL));
+	srand((unsigned) time(NULL) ^ ((unsigned) getpid() << 16));
 	curl_global_init(CURL_GLOBAL_ALL);
 	e = curl_easy_init();
 	if (e == NULL)
@@ -164,5 +199,10 @@ main(int argc, char **argv)
 	curl_easy_cleanup(e);
 	curl_global_cleanup();
 	free(lat);
+	if (spool_fd >= 0)
+	{
+		close(spool_fd);
+		unlink(argv[5]);
+	}
 	return failed > 0 ? 1 : 0;
 }
