@@ -26,6 +26,7 @@ OBJS = \
 	src/job.o \
 	src/cache.o \
 	src/spool.o \
+	src/spool_flush.o \
 	src/spool_read.o \
 	src/sync.o \
 	src/ratelearn.o \

@@ -4,9 +4,9 @@
  *	  Module initialisation: _PG_init and nothing else.
  *
  * Loading the library defines the settings and installs the log
- * redaction, libcurl and the spool's transaction callbacks; when it is
- * preloaded (shared_preload_libraries) it also asks for shared memory and
- * registers the background worker.  Everything else is in the layers
+ * redaction, libcurl, the spool's transaction callbacks and its hooks on
+ * the end of a statement; when it is preloaded (shared_preload_libraries)
+ * it also asks for shared memory and registers the background worker.  Everything else is in the layers
  * below (src/LAYERS, src/README.md).
  *
  *-------------------------------------------------------------------------
@@ -30,6 +30,7 @@ _PG_init(void)
 	enrich_install_log_redaction();
 	enrich_http_init();
 	enrich_spool_init();
+	enrich_spool_flush_init();
 	if (process_shared_preload_libraries_in_progress)
 	{
 		enrich_shmem_init();

@@ -13,7 +13,10 @@
  * (timer callback); we wait on those sockets and the process latch in one
  * WaitEventSet, and hand curl exactly the sockets that are ready.  So a
  * cancel, a terminate or new work wakes the wait at once, and the cost of
- * a wake-up does not grow with the number of requests in flight.
+ * a wake-up does not grow with the number of requests in flight.  A layer
+ * above may leave one piece of work for the time a request is on the
+ * network (enrich_http_defer): the spool's fdatasync of the previous
+ * answer runs there, overlapping the round trip.
  *
  * Callbacks never palloc and never ereport: libcurl is C code that must
  * not be longjmp'd out of.  They only touch malloc'd memory and plain
@@ -56,6 +59,7 @@ static WaitEventSet *wait_set = NULL;
 static WaitEvent *wait_events = NULL;
 static int	wait_set_size = 0;
 static TimestampTz curl_due = -1;	/* when curl wants to run; -1: never */
+static EnrichIdleWork idle_work = NULL; /* see enrich_http_defer */
 
 /*
  * Transfers curl has finished and detached, not yet handed to the caller
@@ -360,6 +364,17 @@ run_curl_timer(void)
 }
 
 /*
+ * Leaves work for the next wait that would sleep (the synchronous answers'
+ * fdatasync, spool.c): it then runs while the request that wait is for is
+ * on the network, instead of before the request is sent.
+ */
+void
+enrich_http_defer(EnrichIdleWork work)
+{
+	idle_work = work;
+}
+
+/*
  * Waits up to timeout_ms for a socket curl watches, curl's own timer, or
  * the process latch, and lets curl handle what is ready (finished transfers
  * are then available from enrich_http_next_done).  Returns true if the
@@ -385,6 +400,18 @@ enrich_http_wait(long timeout_ms)
 	collect_finished();
 	if (ndone > 0)
 		timeout_ms = 0;
+	if (timeout_ms > 0 && idle_work != NULL)
+	{
+		EnrichIdleWork work = idle_work;
+
+		/*
+		 * curl has sent what it could: the work overlaps the round trip.  An
+		 * answer that comes meanwhile is reported by the wait at once (the
+		 * sockets are level-triggered).
+		 */
+		idle_work = NULL;
+		work();
+	}
 	if (!wait_set_current())
 		rebuild_wait_set();
 	if (curl_due >= 0)

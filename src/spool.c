@@ -10,9 +10,19 @@
  * caller's transaction.  If that transaction rolls back, errors out or is
  * cancelled, the row goes with it, but the provider has been paid.  So the
  * answer is first appended to the transaction's spool file,
- * $PGDATA/pg_enrich/sync-<db>-<pid>-<n>, and fdatasync'd: one durable
- * write per answer (the file's name is made durable once, when the first
- * answer of the transaction creates it).  Each record is tagged with the
+ * $PGDATA/pg_enrich/sync-<db>-<pid>-<n>, before the function returns: no
+ * end of the process (an error, a cancel, a terminate, a SIGKILL, a crash
+ * restart) can lose it from there.  The fdatasync that makes it durable
+ * against a crash of the machine itself is not on the call's path: it runs
+ * while the next request is on the network (enrich_http_defer), when the
+ * top-level statement or command ends (spool_flush.c), or when the
+ * transaction rolls back or is prepared, whichever comes first -- one
+ * durable write per answer at most, several answers in one when they come
+ * faster than the disk.  At commit none is needed: the cache rows holding
+ * the answers are durable, and the file goes.  Another session that uses
+ * an answer of a file whose transaction is still open syncs the file first
+ * (spool_read.c).  The file's name is made durable once, when the first
+ * answer of the transaction creates it.  Each record is tagged with the
  * writer's transaction id.  So that the next caller finds an answer by its
  * key, the file also gets a hard link named for the key,
  * key-<kind>-<db>-<hash>: a name only, not made durable (after a crash of
@@ -41,6 +51,7 @@
 
 #include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "common/file_perm.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -72,6 +83,7 @@ static List *pending = NIL;		/* of SpoolEntry *, in TopMemoryContext */
 static int	sync_fd = -1;
 static char sync_path[MAXPGPATH];
 static SpoolEntry *sync_entry = NULL;	/* its entry in pending */
+static int	sync_unsynced = 0;	/* answers written since its last fdatasync */
 
 /*
  * The name by which a key's spooled answer is found: a hard link to the
@@ -122,6 +134,36 @@ spool_sync_close(void)
 	}
 	sync_fd = -1;
 	sync_entry = NULL;
+	sync_unsynced = 0;
+}
+
+/*
+ * Makes this transaction's synchronous answers durable, if any was written
+ * since the last time.  Problems are reported at `elevel` (WARNING from a
+ * callback that must not fail); the answers then stay to be synced again.
+ */
+void
+enrich_spool_flush(int elevel)
+{
+	if (sync_fd < 0 || sync_unsynced == 0)
+		return;
+	if (pg_fdatasync(sync_fd) != 0)
+	{
+		ereport(elevel,
+				(errcode_for_file_access(),
+				 errmsg("could not fsync file \"%s\": %m", sync_path)));
+		return;
+	}
+	ereport(DEBUG2,
+			(errmsg_internal("enrich: %d synchronous answer(s) made durable", sync_unsynced)));
+	sync_unsynced = 0;
+}
+
+/* The deferred fdatasync, run by the next wait on the network. */
+static void
+spool_flush_deferred(void)
+{
+	enrich_spool_flush(ERROR);
 }
 
 /*
@@ -187,11 +229,11 @@ spool_write_all(int fd, const char *path, StringInfo buf)
 }
 
 /*
- * Writes an answer (or a "no match") durably before anyone can lose it.
- * Called as soon as the answer is parsed, before the cache row is written,
- * with the key's lock held: appends it to this transaction's spool file
- * and fdatasyncs that (one durable write), then links the file under the
- * key's name for the next caller.
+ * Writes an answer (or a "no match") before anyone can lose it.  Called as
+ * soon as the answer is parsed, before the cache row is written, with the
+ * key's lock held: appends it to this transaction's spool file, leaves its
+ * fdatasync to the next wait on the network (or the statement's end), and
+ * links the file under the key's name for the next caller.
  */
 void
 enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
@@ -238,10 +280,8 @@ enrich_spool_write(EnrichKind kind, const char *key, const EnrichOutcome *out,
 				(errcode_for_file_access(),
 				 errmsg("could not write file \"%s\": %m", sync_path)));
 	}
-	if (pg_fdatasync(sync_fd) != 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not fsync file \"%s\": %m", sync_path)));
+	sync_unsynced++;
+	enrich_http_defer(spool_flush_deferred);
 	pfree(buf.data);
 
 	/*
@@ -407,6 +447,14 @@ spool_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			/*
+			 * The rows are durable (under synchronous_commit = off, once
+			 * the commit is flushed, which is done here): the files are
+			 * not needed any more, nor their fdatasync.
+			 */
+			if (!RecoveryInProgress())
+				XLogFlush(XactLastCommitEnd);
+			sync_unsynced = 0;
 			spool_sync_close();
 			foreach(lc, pending)
 			{
@@ -422,6 +470,7 @@ spool_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			/* the files stay for the worker or the next caller */
+			enrich_spool_flush(WARNING);
 			spool_sync_close();
 			enrich_wake_worker();
 			break;

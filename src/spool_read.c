@@ -220,6 +220,15 @@ enrich_spool_find(EnrichKind kind, const char *key, EnrichSpooled *sp)
 	/* taken over: the name goes with our commit (the worker takes the file) */
 	if (!sp->owner_running)
 		enrich_spool_remember(path);
+	else
+	{
+		/*
+		 * Its writer may not have synced it yet (spool.c): the answer we
+		 * hand out must survive a crash of the machine as the writer's own
+		 * would.
+		 */
+		fsync_fname_ext(path, false, false, ERROR);
+	}
 	return true;
 }
 

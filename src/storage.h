@@ -54,6 +54,10 @@ typedef struct EnrichSpoolBatch
 } EnrichSpoolBatch;
 
 extern void enrich_spool_init(void);
+extern void enrich_spool_flush(int elevel);
+
+/* ---- spool_flush.c ---- */
+extern void enrich_spool_flush_init(void);
 extern void enrich_spool_batch_append(EnrichSpoolBatch *b, EnrichKind kind, const char *key,
 									  const EnrichOutcome *out, TimestampTz fetched_at);
 extern void enrich_spool_batch_finish(EnrichSpoolBatch *b, int elevel);

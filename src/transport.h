@@ -72,4 +72,12 @@ extern CURLM *enrich_http_multi(void);
 extern EnrichTransfer *enrich_http_next_done(void);
 extern bool enrich_http_wait(long timeout_ms);
 
+/*
+ * Work a layer above leaves for the time curl waits on the network: run
+ * once, by the next wait that would sleep, after curl has sent what it
+ * had to send.  Setting it again before that replaces it.
+ */
+typedef void (*EnrichIdleWork) (void);
+extern void enrich_http_defer(EnrichIdleWork work);
+
 #endif							/* ENRICH_TRANSPORT_H */
