@@ -25,6 +25,7 @@ OBJS = \
 	src/slintel.o \
 	src/job.o \
 	src/cache.o \
+	src/cache_pending.o \
 	src/spool.o \
 	src/spool_flush.o \
 	src/spool_read.o \

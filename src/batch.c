@@ -104,7 +104,11 @@ batch_lookup(EnrichKind kind, BatchInput *in, int *njobs)
 	/* a standby writes nothing: it answers from the cache alone */
 	*njobs = 0;
 	if (!standby)
+	{
 		enrich_spool_take_orphans();
+		/* this statement's synchronous answers, into the cache first */
+		enrich_cache_pending_write();
+	}
 	for (int i = 0; i < in->n; i++)
 	{
 		EnrichCacheState st;

@@ -367,6 +367,23 @@ void
 enrich_cache_store_many(EnrichKind kind, int n, char **keys,
 						EnrichOutcome **outs, TimestampTz fetched_at)
 {
+	TimestampTz *ats = palloc(sizeof(TimestampTz) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		ats[i] = fetched_at;
+	enrich_cache_store_rows(kind, n, keys, outs, ats);
+	pfree(ats);
+}
+
+/*
+ * Stores n answers (or "no match"es) of one kind, each fetched at its own
+ * time, in one statement, with their charges (ledger.c).  The keys must be
+ * distinct.
+ */
+void
+enrich_cache_store_rows(EnrichKind kind, int n, char **keys,
+						EnrichOutcome **outs, const TimestampTz *fetched_at)
+{
 	Oid			types[9] = {TEXTARRAYOID, JSONBARRAYOID, BOOLARRAYOID, TEXTARRAYOID,
 	FLOAT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, JSONBARRAYOID, TEXTARRAYOID};
 	Oid			elem[9] = {TEXTOID, JSONBOID, BOOLOID, TEXTOID, FLOAT8OID, TEXTOID,
@@ -404,7 +421,7 @@ enrich_cache_store_many(EnrichKind kind, int n, char **keys,
 		nulls[4][i] = isnan(o->confidence);
 		cols[5][i] = o->request_id ? CStringGetTextDatum(o->request_id) : (Datum) 0;
 		nulls[5][i] = o->request_id == NULL;
-		cols[6][i] = TimestampTzGetDatum(fetched_at);
+		cols[6][i] = TimestampTzGetDatum(fetched_at[i]);
 		cols[7][i] = matched && o->fields_updated ? JsonbPGetDatum(o->fields_updated) : (Datum) 0;
 		nulls[7][i] = !matched || o->fields_updated == NULL;
 		cols[8][i] = matched && o->fields ? CStringGetTextDatum(o->fields) : (Datum) 0;

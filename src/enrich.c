@@ -4,8 +4,8 @@
  *	  Module initialisation: _PG_init and nothing else.
  *
  * Loading the library defines the settings and installs the log
- * redaction, libcurl, the spool's transaction callbacks and its hooks on
- * the end of a statement; when it is preloaded (shared_preload_libraries)
+ * redaction, libcurl, the transaction callbacks of the spool and of the
+ * answers waiting for the cache, and the hooks on the end of a statement; when it is preloaded (shared_preload_libraries)
  * it also asks for shared memory and registers the background worker.  Everything else is in the layers
  * below (src/LAYERS, src/README.md).
  *
@@ -31,6 +31,7 @@ _PG_init(void)
 	enrich_http_init();
 	enrich_spool_init();
 	enrich_spool_flush_init();
+	enrich_cache_pending_init();
 	if (process_shared_preload_libraries_in_progress)
 	{
 		enrich_shmem_init();

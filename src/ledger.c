@@ -61,45 +61,43 @@ path_name(char path)
 }
 
 /*
- * Adds the charges just recorded (the rows SPI_tuptable returned, their
- * roles), of an earlier server life, to the budgets: the provider's, and
- * those of the roles they count under, one call per role.
+ * Adds the charges just recorded (the rows SPI_tuptable returned: their
+ * roles and times) that are of an earlier server life to the budgets: the
+ * provider's, and those of the roles they count under.  Such charges come
+ * only from the spool after a crash, a few at a time.
  */
 static void
-add_earlier(EnrichKind kind, TimestampTz at)
+add_earlier(EnrichKind kind, TimestampTz born)
 {
-	uint64		n = SPI_processed;
-	Oid		   *roles = palloc(sizeof(Oid) * Max(n, 1));
-
-	for (uint64 i = 0; i < n; i++)
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		Datum		role = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+		TimestampTz at;
 
-		roles[i] = isnull ? InvalidOid : DatumGetObjectId(d);
-	}
-	qsort(roles, n, sizeof(Oid), oid_cmp);
-	for (uint64 i = 0, j; i < n; i = j)
-	{
-		for (j = i; j < n && roles[j] == roles[i]; j++)
-			;
-		enrich_credit_add_earlier(kind, roles[i], at, (int64) (j - i));
+		if (isnull)
+			role = ObjectIdGetDatum(InvalidOid);
+		at = DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		if (at < born)
+			enrich_credit_add_earlier(kind, DatumGetObjectId(role), at, 1);
 	}
 }
 
 /*
- * Records the charges among n answers of one kind, all fetched at the
- * given time.  Runs inside the caller's SPI connection, as the owner of
+ * Records the charges among n answers of one kind, each fetched at its
+ * time in at[].  Runs inside the caller's SPI connection, as the owner of
  * the extension's tables (the cache store does).
  */
 void
 enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
-					 TimestampTz at)
+					 const TimestampTz *at)
 {
-	Oid			types[7] = {TEXTARRAYOID, TIMESTAMPTZOID, TEXTOID, TEXTARRAYOID,
+	Oid			types[7] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTOID, TEXTARRAYOID,
 	OIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 	Datum		args[7];
 	Datum	   *charge = palloc(sizeof(Datum) * n);
+	Datum	   *when = palloc(sizeof(Datum) * n);
 	Datum	   *key = palloc(sizeof(Datum) * n);
 	Datum	   *role = palloc(sizeof(Datum) * n);
 	bool	   *role_null = palloc(sizeof(bool) * n);
@@ -116,6 +114,7 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 		if (o->kind != OUTCOME_MATCH || !o->charged || o->charge[0] == '\0')
 			continue;
 		charge[m] = CStringGetTextDatum(o->charge);
+		when[m] = TimestampTzGetDatum(at[i]);
 		key[m] = CStringGetTextDatum(keys[i]);
 		role[m] = ObjectIdGetDatum(o->charge_role);
 		role_null[m] = !OidIsValid(o->charge_role);
@@ -129,7 +128,7 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	/* the budgets count this database's ledger before it gets older rows */
 	enrich_limits_load();
 	args[0] = enrich_make_array(charge, NULL, m, TEXTOID);
-	args[1] = TimestampTzGetDatum(at);
+	args[1] = enrich_make_array(when, NULL, m, TIMESTAMPTZOID);
 	args[2] = CStringGetTextDatum(enrich_provider_key(kind));
 	args[3] = enrich_make_array(key, NULL, m, TEXTOID);
 	args[4] = enrich_make_array(role, role_null, m, OIDOID);
@@ -137,18 +136,18 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	args[6] = enrich_make_array(rid, rid_null, m, TEXTOID);
 	rc = SPI_execute_plan(enrich_keep_plan(&record_plan,
 										   "INSERT INTO enrich.ledger (charge, at, provider, key, role, path, request_id) "
-										   "SELECT r.c::pg_catalog.uuid, $2, $3, r.k, r.o::pg_catalog.regrole, r.p, r.q "
-										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($4), "
+										   "SELECT r.c::pg_catalog.uuid, r.a, $3, r.k, r.o::pg_catalog.regrole, r.p, r.q "
+										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($4), "
 										   " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
-										   " AS r(c, k, o, p, q) "
+										   " AS r(c, a, k, o, p, q) "
 										   "ON CONFLICT (charge) DO NOTHING "
-										   "RETURNING role::pg_catalog.oid", 7, types),
+										   "RETURNING role::pg_catalog.oid, at", 7, types),
 						  args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record charges in enrich.ledger: %s", SPI_result_code_string(rc));
 	/* charges of an earlier server life count in the budgets now */
-	if (enrich_shared != NULL && at < enrich_shared->born)
-		add_earlier(kind, at);
+	if (enrich_shared != NULL)
+		add_earlier(kind, enrich_shared->born);
 }
 
 /*

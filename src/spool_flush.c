@@ -2,20 +2,22 @@
  *
  * spool_flush.c
  *	  The end of a top-level statement, where the synchronous answers it
- *	  bought are made durable if the next request's wait has not yet done
- *	  so (spool.c).
+ *	  bought are written into the cache (cache_pending.c) and made durable
+ *	  if the next request's wait has not yet done so (spool.c).
  *
  * A synchronous answer is written to the spool file before its function
  * returns, and fdatasync'd while the next request is on the network.  The
  * last answer of a statement has no next request: it is synced when the
  * statement (or command) the client sent ends, before the session answers
- * the client or waits for it.  The executor and utility hooks count their
- * nesting as pg_stat_statements does, so that the queries run inside a
- * statement (PL/pgSQL's, enrich's own SPI) do not sync each answer; only
- * the outermost end does.  The hooks are installed when the library is
- * loaded: in a session that loads it by a first call, that first
- * statement's own end is not seen, and its answers are synced by the
- * first query run inside it that ends instead, or at its abort.
+ * the client or waits for it.  The cache rows of the statement's answers
+ * are written there too, in one statement per kind.  The executor and
+ * utility hooks count their nesting as pg_stat_statements does, so that
+ * the queries run inside a statement (PL/pgSQL's, enrich's own SPI) do not
+ * write or sync each answer; only the outermost end does.  The hooks are
+ * installed when the library is loaded: in a session that loads it by a
+ * first call, that first statement's own end is not seen, and its answers
+ * are written and synced each time one of enrich's own queries inside it
+ * ends instead (or before the commit, or at the abort).
  *
  *-------------------------------------------------------------------------
  */
@@ -33,12 +35,27 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /* How many executor runs and utility commands we are inside of. */
 static int	nesting = 0;
 
-/* At the end of the outermost one: what it bought becomes durable. */
+/*
+ * At the end of the outermost one: the answers it bought go into the cache
+ * (cache_pending.c), then their spool file is made durable.  The cache's
+ * own statements, run from here, are inside it.
+ */
 static void
 statement_end(void)
 {
-	if (nesting == 0)
-		enrich_spool_flush(ERROR);
+	if (nesting != 0)
+		return;
+	nesting++;
+	PG_TRY();
+	{
+		enrich_cache_pending_write();
+	}
+	PG_FINALLY();
+	{
+		nesting--;
+	}
+	PG_END_TRY();
+	enrich_spool_flush(ERROR);
 }
 
 static void

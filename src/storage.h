@@ -40,7 +40,17 @@ extern void enrich_cache_store_at(EnrichKind kind, const char *key,
 								  const EnrichOutcome *out, TimestampTz fetched_at);
 extern void enrich_cache_store_many(EnrichKind kind, int n, char **keys,
 									EnrichOutcome **outs, TimestampTz fetched_at);
+extern void enrich_cache_store_rows(EnrichKind kind, int n, char **keys,
+									EnrichOutcome **outs, const TimestampTz *fetched_at);
 extern bool enrich_cache_fresh(bool matched, TimestampTz fetched_at);
+
+/* ---- cache_pending.c ---- */
+extern void enrich_cache_defer(EnrichKind kind, const char *key, const EnrichOutcome *out,
+							   TimestampTz fetched_at);
+extern EnrichCacheState enrich_cache_pending_lookup(EnrichKind kind, const char *key,
+													Jsonb **result);
+extern void enrich_cache_pending_write(void);
+extern void enrich_cache_pending_init(void);
 
 /* ---- spool.c ---- */
 
@@ -88,7 +98,7 @@ extern void enrich_spool_take_orphans(void);
 
 /* ---- ledger.c ---- */
 extern void enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
-								 TimestampTz at);
+								 const TimestampTz *at);
 extern int	enrich_ledger_delete_before(TimestampTz before, int limit);
 
 /* ---- queue.c ---- */

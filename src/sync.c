@@ -80,7 +80,8 @@ fetch_locked(EnrichKind kind, const char *key, MemoryContext caller)
 
 	/* someone may have fetched it while we waited for the lock */
 	enrich_spool_take_orphans();
-	if (enrich_cache_lookup_extended(kind, key, &result, &had_row) != CACHE_MISS)
+	if (enrich_cache_pending_lookup(kind, key, &result) != CACHE_MISS ||
+		enrich_cache_lookup_extended(kind, key, &result, &had_row) != CACHE_MISS)
 		return copy_result(caller, result);
 	if (enrich_spool_find(kind, key, &sp) &&
 		enrich_answer_usable(kind, &sp.out, sp.fetched_at))
@@ -98,10 +99,13 @@ fetch_locked(EnrichKind kind, const char *key, MemoryContext caller)
 	if (job.out.kind != OUTCOME_MATCH && job.out.kind != OUTCOME_NO_MATCH)
 		enrich_report_outcome(kind, &job.out);
 
-	/* paid for: on disk first, so no abort can lose it */
+	/*
+	 * Paid for: in the spool first, so no abort can lose it; the cache row
+	 * is written with the others at the end of the statement.
+	 */
 	fetched_at = job.fetched_at;
 	enrich_spool_write(kind, key, &job.out, fetched_at);
-	enrich_cache_store_at(kind, key, &job.out, fetched_at);
+	enrich_cache_defer(kind, key, &job.out, fetched_at);
 	return job.out.kind == OUTCOME_MATCH ? copy_result(caller, job.out.result) : NULL;
 }
 
@@ -153,7 +157,8 @@ enrich_one(EnrichKind kind, text *input)
 	if (key == NULL)
 		enrich_report_invalid(kind, in, reason);
 
-	if (enrich_cache_lookup(kind, key, &result) != CACHE_MISS)
+	if (enrich_cache_pending_lookup(kind, key, &result) != CACHE_MISS ||
+		enrich_cache_lookup(kind, key, &result) != CACHE_MISS)
 	{
 		enrich_stat_add(kind, STAT_CACHE_HITS, 1);
 		return result;
@@ -208,6 +213,7 @@ fetch_by_id_locked(EnrichKind kind, const char *company_id, MemoryContext caller
 	const char *reason = NULL;
 
 	enrich_spool_take_orphans();
+	enrich_cache_pending_write();
 	if (enrich_cache_lookup_by_id(company_id, &result, &had_row) == CACHE_HIT)
 		return copy_result(caller, result);
 
@@ -270,6 +276,8 @@ enrich_company_by_id(PG_FUNCTION_ARGS)
 	bool		had_row;
 
 	check_company_id(id);
+	/* the lookup by id reads the table: the answers waiting go in first */
+	enrich_cache_pending_write();
 	if (enrich_cache_lookup_by_id(id, &result, &had_row) == CACHE_HIT)
 	{
 		enrich_stat_add(ENRICH_COMPANY, STAT_CACHE_HITS, 1);
