@@ -330,7 +330,8 @@ estimate_credits(PG_FUNCTION_ARGS)
 	{
 		Jsonb	   *r;
 
-		if (enrich_cache_lookup(kind, ks->key, &r) == CACHE_MISS)
+		if (enrich_cache_pending_lookup(kind, ks->key, &r) == CACHE_MISS &&
+			enrich_cache_lookup(kind, ks->key, &r) == CACHE_MISS)
 			n++;
 	}
 	PG_RETURN_INT64(n);

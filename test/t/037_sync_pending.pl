@@ -5,8 +5,8 @@
 # twice in one statement is bought once; the rows are in the tables when
 # the statement ends, inside an open transaction; a statement that fails
 # leaves no row but loses no answer; a subtransaction that rolls back
-# keeps its paid answer; a lookup by company id and a batch call in the
-# same statement see the answers; a long loop that never ends its
+# keeps its paid answer; a lookup by company id, a batch call and
+# estimate_credits in the same statement see the answers; a long loop that never ends its
 # statement writes every 256 answers; a procedure that commits in its loop
 # leaves no spool file.
 use strict;
@@ -94,6 +94,8 @@ is(requests() - $r0, 1, 'the lookup by id found the answer bought just before');
 is(sql(q{SELECT enrich_company('mix.com')->>'domain' = (SELECT result->>'domain' FROM enrich_companies(ARRAY['mix.com']))}),
 	't', 'a batch call in the same statement');
 is(requests() - $r0, 2, 'found it too');
+is(sql(q{SELECT enrich_company('est.com') IS NOT NULL, enrich.estimate_credits('company', ARRAY['est.com', 'est-2.com'])}),
+	't|1', 'estimate_credits in the same statement counts only the key not yet bought');
 
 # 6. A loop that never ends its statement: written every 256 answers
 $r0 = requests();
