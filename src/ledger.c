@@ -34,6 +34,16 @@
 #include "storage.h"
 
 static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr record_earlier_plan = NULL;
+
+/* The insert of a batch of charges: $1 ids, $2 times, $3 provider, $4 keys, $5 roles, $6 paths, $7 request ids */
+#define LEDGER_INSERT \
+	"INSERT INTO enrich.ledger (charge, at, provider, key, role, path, request_id) " \
+	"SELECT r.c::pg_catalog.uuid, r.a, $3, r.k, r.o::pg_catalog.regrole, r.p, r.q " \
+	"FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($4), " \
+	" pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) " \
+	" AS r(c, a, k, o, p, q) " \
+	"ON CONFLICT (charge) DO NOTHING"
 static SPIPlanPtr delete_plan = NULL;
 
 /* Whether this database's SQL objects have the ledger (version 0.3.0 on). */
@@ -106,6 +116,9 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	bool	   *rid_null = palloc(sizeof(bool) * n);
 	int			m = 0;
 	int			rc;
+	TimestampTz born;
+	bool		earlier = false;
+	SPIPlanPtr	plan;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -134,20 +147,25 @@ enrich_ledger_record(EnrichKind kind, int n, char **keys, EnrichOutcome **outs,
 	args[4] = enrich_make_array(role, role_null, m, OIDOID);
 	args[5] = enrich_make_array(path, NULL, m, TEXTOID);
 	args[6] = enrich_make_array(rid, rid_null, m, TEXTOID);
-	rc = SPI_execute_plan(enrich_keep_plan(&record_plan,
-										   "INSERT INTO enrich.ledger (charge, at, provider, key, role, path, request_id) "
-										   "SELECT r.c::pg_catalog.uuid, r.a, $3, r.k, r.o::pg_catalog.regrole, r.p, r.q "
-										   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($4), "
-										   " pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) "
-										   " AS r(c, a, k, o, p, q) "
-										   "ON CONFLICT (charge) DO NOTHING "
-										   "RETURNING role::pg_catalog.oid, at", 7, types),
-						  args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT_RETURNING)
+
+	/*
+	 * Which rows went in is read back only when some charge is of an
+	 * earlier server life (taken in from the spool after a crash).
+	 */
+	born = enrich_shared != NULL ? enrich_shared->born : 0;
+	for (int i = 0; i < n && !earlier; i++)
+		earlier = at[i] < born;
+	if (earlier)
+		plan = enrich_keep_plan(&record_earlier_plan, LEDGER_INSERT " RETURNING role::pg_catalog.oid, at",
+								7, types);
+	else
+		plan = enrich_keep_plan(&record_plan, LEDGER_INSERT, 7, types);
+	rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	if (rc != (earlier ? SPI_OK_INSERT_RETURNING : SPI_OK_INSERT))
 		elog(ERROR, "could not record charges in enrich.ledger: %s", SPI_result_code_string(rc));
 	/* charges of an earlier server life count in the budgets now */
-	if (enrich_shared != NULL)
-		add_earlier(kind, enrich_shared->born);
+	if (earlier)
+		add_earlier(kind, born);
 }
 
 /*
