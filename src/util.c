@@ -8,6 +8,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
@@ -125,8 +126,9 @@ enrich_backoff_ms(int attempt)
 }
 
 /*
- * Raises 25006 on a hot standby, before anything is sent or written:
- * `what` completes "cannot ... during recovery".
+ * Raises 25006 on a hot standby or in a read-only transaction, before
+ * anything is sent or written (what it bought could not be cached): `what`
+ * completes "cannot ... during recovery" / "in a read-only transaction".
  */
 void
 enrich_require_primary(const char *what)
@@ -137,4 +139,10 @@ enrich_require_primary(const char *what)
 				 errmsg("cannot %s during recovery", what),
 				 errdetail("This server is a hot standby: it serves cached answers only, and nothing bought here could be kept."),
 				 errhint("Run it on the primary server.")));
+	if (XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s in a read-only transaction", what),
+				 errdetail("What it buys is written into enrich's tables, which a read-only transaction cannot do; nothing was sent."),
+				 errhint("Run it in a read-write transaction.")));
 }

@@ -8,7 +8,7 @@
 # keeps its paid answer; a lookup by company id, a batch call and
 # estimate_credits in the same statement see the answers; a long loop that never ends its
 # statement writes every 256 answers; a procedure that commits in its loop
-# leaves no spool file.
+# leaves no spool file; a miss in a read-only transaction buys nothing.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -114,6 +114,16 @@ is(sql(q{SELECT many(600)}), '1200', '600 misses, then the same 600 again, in on
 is(requests() - $r0, 600, 'each bought once');
 is(sql(q{SELECT count(*) FROM enrich.companies WHERE domain LIKE 'many-%'}), '600', '600 rows');
 is(sql(q{SELECT count(*), count(DISTINCT key) FROM enrich.ledger WHERE key LIKE 'many-%'}), '600|600', '600 charges');
+
+# 8. A read-only transaction is served what is cached, and buys nothing
+$r0 = requests();
+is(sql(q{BEGIN READ ONLY; SELECT enrich_company('rep.com')->>'domain'; COMMIT;}), 'rep.com',
+	'a read-only transaction gets a cached answer');
+($rc, $out, $err) = $node->psql('postgres',
+	q{BEGIN READ ONLY; SELECT enrich_company('ro-miss.com'); COMMIT;}, extra_params => ['-v', 'VERBOSITY=verbose']);
+like($err, qr/25006.*cannot enrich an uncached company in a read-only transaction/,
+	'a miss in it fails with 25006');
+is(requests() - $r0, 0, 'before any request');
 
 $node->stop;
 done_testing();
