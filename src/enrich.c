@@ -5,9 +5,10 @@
  *
  * Loading the library defines the settings and installs the log
  * redaction, libcurl, the transaction callbacks of the spool and of the
- * answers waiting for the cache, and the hooks on the end of a statement; when it is preloaded (shared_preload_libraries)
- * it also asks for shared memory and registers the background worker.  Everything else is in the layers
- * below (src/LAYERS, src/README.md).
+ * answers waiting for the cache, and the hooks on the end of a statement;
+ * when it is preloaded (shared_preload_libraries) it also asks for shared
+ * memory and registers the background worker.  Everything else is in the
+ * layers below (src/LAYERS, src/README.md).
  *
  *-------------------------------------------------------------------------
  */

@@ -35,8 +35,12 @@
 
 static SPIPlanPtr record_plan = NULL;
 static SPIPlanPtr record_earlier_plan = NULL;
+static SPIPlanPtr delete_plan = NULL;
 
-/* The insert of a batch of charges: $1 ids, $2 times, $3 provider, $4 keys, $5 roles, $6 paths, $7 request ids */
+/*
+ * The insert of a batch of charges: $1 ids, $2 times, $3 the provider,
+ * $4 keys, $5 roles, $6 paths, $7 request ids.
+ */
 #define LEDGER_INSERT \
 	"INSERT INTO enrich.ledger (charge, at, provider, key, role, path, request_id) " \
 	"SELECT r.c::pg_catalog.uuid, r.a, $3, r.k, r.o::pg_catalog.regrole, r.p, r.q " \
@@ -44,7 +48,6 @@ static SPIPlanPtr record_earlier_plan = NULL;
 	" pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7)) " \
 	" AS r(c, a, k, o, p, q) " \
 	"ON CONFLICT (charge) DO NOTHING"
-static SPIPlanPtr delete_plan = NULL;
 
 /* Whether this database's SQL objects have the ledger (version 0.3.0 on). */
 static bool
